@@ -1,0 +1,1 @@
+"""The new topic-based WebSocketService (public API re-exports only)."""

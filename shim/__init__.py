@@ -1,0 +1,1 @@
+"""Compatibility shim between the legacy WebSocketManager and WebSocketService."""
