@@ -15,7 +15,7 @@ Wire shape (one JSON object per text frame)::
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 
-class MessageType(str, Enum):
+class MessageType(StrEnum):
     """Every ``type`` a frame may carry.
 
     The first group is the migration guide's domain events; the second is the
@@ -61,9 +61,6 @@ class MessageType(str, Enum):
     PONG = "pong"
     HEARTBEAT = "heartbeat"
     ERROR = "error"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 #: Types that belong to the control protocol rather than to application events.

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 __all__ = ["FixedStages", "RoutingDecision", "Stage", "StageDecider"]
 
 
-class Stage(str, Enum):
+class Stage(StrEnum):
     """Who delivers to a connection, and who only records for the differ.
 
     - ``legacy``: only the legacy manager delivers; nothing is compared.
@@ -31,9 +31,6 @@ class Stage(str, Enum):
     SHADOW = "shadow"
     LIVE = "live"
     NEW = "new"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def new_delivers(self) -> bool:

@@ -1,0 +1,1 @@
+"""The reference backend: an ML training dashboard migrating through the shim."""

@@ -1,0 +1,257 @@
+"""One connection: the per-recipient delivery path and its bounded send buffer.
+
+Fan-out calls :meth:`Connection.deliver` synchronously for every recipient with a
+text encoded once for all of them. A healthy connection takes the text at once:
+its transport's ``send_text`` coroutine is stepped right there and, on uvicorn, it
+completes without suspending, so no task is created and nothing is queued. Only
+when a send suspends (the client's socket buffer is full) does the connection get
+a writer task, and later texts wait in a bounded queue until the writer drains it.
+When the queue is full the configured :class:`OverflowPolicy` applies, so a client
+that stops reading never delays anyone else and never grows memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from .errors import CloseCode
+
+__all__ = ["Connection", "OverflowPolicy", "SendLimits", "Transport"]
+
+
+class Transport(Protocol):
+    """What a connection needs from a socket (Starlette's WebSocket fits)."""
+
+    def send_text(self, data: str) -> Awaitable[None]: ...
+
+    def close(self, code: int = 1000, reason: str | None = None) -> Awaitable[None]: ...
+
+
+class OverflowPolicy(StrEnum):
+    """What happens when a connection's send buffer is full."""
+
+    #: Close the connection with 1013 (try again later); the client reconnects and
+    #: resumes, so nothing is lost silently. The default.
+    DISCONNECT = "disconnect"
+    #: Drop the oldest buffered messages to make room (clients see a ``seq`` gap).
+    DROP_OLDEST = "drop_oldest"
+
+
+@dataclass(frozen=True, slots=True)
+class SendLimits:
+    """Per-connection send buffer bounds (messages and characters) and overflow policy."""
+
+    max_messages: int = 1024
+    max_bytes: int = 4 * 1024 * 1024
+    policy: OverflowPolicy = OverflowPolicy.DISCONNECT
+    close_code: int = CloseCode.TRY_AGAIN_LATER
+
+    def __post_init__(self) -> None:
+        if self.max_messages < 1 or self.max_bytes < 1:
+            raise ValueError("send buffer limits must be positive")
+
+
+DeadCallback = Callable[["Connection", str, int], None]
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
+    """Continue a coroutine that was stepped by hand and suspended on ``pending``.
+
+    This is Python 3.12's eager task start, done by hand for 3.11: the first step
+    ran synchronously in :meth:`Connection.deliver`; the rest runs in a task that
+    awaits this generator, which re-yields what the coroutine waits on and forwards
+    results and exceptions (cancellation included) back into it.
+    """
+    while True:
+        try:
+            value = yield pending
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # forwarded into the coroutine
+            try:
+                pending = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                pending = coro.send(value)
+            except StopIteration as stop:
+                return stop.value
+
+
+class Connection:
+    """A registered socket, its metadata and its delivery state.
+
+    ``deliver`` never blocks and never raises; a send failure or a buffer overflow
+    marks the connection closed and reports it once through ``on_dead`` (which must
+    not mutate the topic registry synchronously: fan-out may be iterating it).
+    """
+
+    __slots__ = (
+        "_loop",
+        "_on_dead",
+        "_queue",
+        "_queued_chars",
+        "_writer",
+        "closed",
+        "codec",
+        "connection_id",
+        "dropped",
+        "failed",
+        "heartbeat",
+        "last_seen",
+        "limits",
+        "metadata",
+        "sent",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        connection_id: str,
+        transport: Transport,
+        *,
+        metadata: dict[str, Any],
+        limits: SendLimits,
+        on_dead: DeadCallback,
+        last_seen: float,
+        codec: str | None = None,
+        heartbeat: bool = True,
+    ) -> None:
+        self.connection_id = connection_id
+        self.transport = transport
+        self.metadata = metadata
+        self.limits = limits
+        self.codec = codec
+        self.heartbeat = heartbeat
+        self.last_seen = last_seen
+        self.closed = False
+        self.sent = 0
+        self.dropped = 0
+        self.failed = 0
+        self._on_dead = on_dead
+        self._queue: deque[str] = deque()
+        self._queued_chars = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Messages waiting behind a send in flight."""
+        return len(self._queue)
+
+    def deliver(self, text: str) -> None:
+        """Send ``text`` now if the socket takes it, else buffer it (bounded)."""
+        if self.closed:
+            return
+        if self._writer is None:
+            self._send_eagerly(text)
+        else:
+            self._enqueue(text)
+
+    def _send_eagerly(self, text: str) -> None:
+        try:
+            awaitable = self.transport.send_text(text)
+        except Exception as exc:  # any failure means the socket is gone
+            self._fail(exc)
+            return
+        if not isinstance(awaitable, Coroutine):
+            self._start_writer(awaitable)
+            return
+        try:
+            pending = awaitable.send(None)
+        except StopIteration:
+            self.sent += 1
+            return
+        except Exception as exc:
+            self._fail(exc)
+            return
+        self._start_writer(_resume(awaitable, pending))
+
+    def _start_writer(self, first: Awaitable[Any]) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._writer = self._loop.create_task(self._drain(first))
+
+    async def _drain(self, first: Awaitable[Any]) -> None:
+        try:
+            await first
+            self.sent += 1
+            while self._queue and not self.closed:
+                text = self._queue.popleft()
+                self._queued_chars -= len(text)
+                await self.transport.send_text(text)
+                self.sent += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            self._writer = None
+
+    def _enqueue(self, text: str) -> None:
+        limits = self.limits
+        if (
+            len(self._queue) < limits.max_messages
+            and self._queued_chars + len(text) <= limits.max_bytes
+        ):
+            self._queue.append(text)
+            self._queued_chars += len(text)
+            return
+        if limits.policy is OverflowPolicy.DROP_OLDEST:
+            while self._queue and (
+                len(self._queue) >= limits.max_messages
+                or self._queued_chars + len(text) > limits.max_bytes
+            ):
+                self._queued_chars -= len(self._queue.popleft())
+                self.dropped += 1
+            if self._queued_chars + len(text) <= limits.max_bytes:
+                self._queue.append(text)
+                self._queued_chars += len(text)
+            else:
+                self.dropped += 1
+            return
+        self.dropped += 1 + len(self._queue)
+        self._mark_dead("send buffer full: client too slow", limits.close_code)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.failed += 1
+        self._mark_dead(f"send failed: {type(exc).__name__}", CloseCode.INTERNAL_ERROR)
+
+    def _mark_dead(self, reason: str, code: int) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._queue.clear()
+        self._queued_chars = 0
+        self._on_dead(self, reason, code)
+
+    def cancel_writer(self) -> None:
+        """Cancel a send in flight (a stalled client) so its task does not linger."""
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+
+    async def close(self, code: int, reason: str, *, timeout: float) -> None:
+        """Mark closed, stop writing and send a close frame, giving up after ``timeout``.
+
+        A stalled client cannot take even the close frame; then the server's own
+        keepalive ends the TCP connection later, and nothing here waits for it.
+        """
+        self.closed = True
+        self._queue.clear()
+        self._queued_chars = 0
+        self.cancel_writer()
+        try:
+            await asyncio.wait_for(self.transport.close(code, reason), timeout)
+        except TimeoutError:
+            pass
+        except Exception:  # the socket may already be gone
+            pass

@@ -1,0 +1,233 @@
+"""The client control protocol, sans I/O: client text in, events and replies out.
+
+A client sends one JSON object per text frame::
+
+    {"type": "subscribe",   "data": {"topic": "training"}, "id": "1"}
+    {"type": "unsubscribe", "data": {"topic": "training"}, "id": "2"}
+    {"type": "ping", "id": "3"}
+    {"type": "pong"}                       # answer to a server ``heartbeat``
+    {"type": "custom", "data": {...}}      # any other type goes to a registered handler
+
+``topic`` may also sit at the top level. ``id`` is optional and echoed on the
+reply (``subscribed``, ``unsubscribed``, ``pong`` or ``error``) so the client can
+pair replies with requests. Nothing here awaits, reads the clock or touches a socket.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .errors import ErrorCode, ProtocolError
+from .messages import MessageType, WebSocketMessage
+
+__all__ = [
+    "TOPIC_PATTERN",
+    "ClientEvent",
+    "Dispatch",
+    "HeartbeatPolicy",
+    "Ping",
+    "Pong",
+    "Subscribe",
+    "Unsubscribe",
+    "connection_established",
+    "error_message",
+    "parse_client_frame",
+    "pong",
+    "subscription_ack",
+    "validate_topic",
+]
+
+#: Topic names: 1-128 characters from letters, digits and ``_ . : - /``, starting
+#: with a letter or digit. Names starting with ``$`` are reserved for the service.
+TOPIC_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
+
+_CLIENT_ONLY_REJECTED = frozenset(
+    {
+        MessageType.CONNECTION_ESTABLISHED,
+        MessageType.SUBSCRIBED,
+        MessageType.UNSUBSCRIBED,
+        MessageType.ERROR,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    topic: str
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    topic: str
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """The client answered a heartbeat (any frame also counts as liveness)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """An application message for the handler registered for ``type``."""
+
+    type: MessageType
+    data: dict[str, Any]
+    request_id: str | None
+
+
+ClientEvent = Subscribe | Unsubscribe | Ping | Pong | Dispatch
+
+
+def validate_topic(topic: object, *, request_id: str | None = None) -> str:
+    """Return ``topic`` if it is a valid client topic name, else raise ProtocolError."""
+    if not isinstance(topic, str) or not topic:
+        raise ProtocolError(
+            ErrorCode.MISSING_FIELD, "a non-empty string 'topic' is required", request_id=request_id
+        )
+    if TOPIC_PATTERN.fullmatch(topic) is None:
+        raise ProtocolError(
+            ErrorCode.INVALID_TOPIC,
+            "topic must be 1-128 characters of letters, digits and _.:/- "
+            "starting with a letter or digit",
+            request_id=request_id,
+        )
+    return topic
+
+
+def parse_client_frame(text: str, *, max_size: int | None) -> ClientEvent:
+    """Turn one client text frame into an event.
+
+    Raises :class:`ProtocolError` with the code to send back: ``message_too_large``,
+    ``invalid_json``, ``invalid_message`` (not an object, bad ``id``/``data``),
+    ``unknown_type``, ``missing_field`` or ``invalid_topic``.
+    """
+    if max_size is not None and (
+        len(text) > max_size or (len(text) * 4 > max_size and len(text.encode()) > max_size)
+    ):
+        raise ProtocolError(
+            ErrorCode.MESSAGE_TOO_LARGE, f"message exceeds the limit of {max_size} bytes"
+        )
+    try:
+        raw = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a message must be a JSON object")
+
+    request_id = raw.get("id")
+    if request_id is not None and not isinstance(request_id, str | int):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "'id' must be a string or an integer")
+    request_id = None if request_id is None else str(request_id)
+
+    type_name = raw.get("type")
+    if type_name is None:
+        raise ProtocolError(ErrorCode.MISSING_FIELD, "'type' is required", request_id=request_id)
+    try:
+        message_type = MessageType(type_name)
+    except (ValueError, TypeError):
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_TYPE, f"unknown message type {type_name!r}", request_id=request_id
+        ) from None
+
+    data = raw.get("data", {})
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE, "'data' must be a JSON object", request_id=request_id
+        )
+
+    if message_type is MessageType.SUBSCRIBE or message_type is MessageType.UNSUBSCRIBE:
+        topic = validate_topic(data.get("topic", raw.get("topic")), request_id=request_id)
+        if message_type is MessageType.SUBSCRIBE:
+            return Subscribe(topic, request_id)
+        return Unsubscribe(topic, request_id)
+    if message_type is MessageType.PING:
+        return Ping(request_id)
+    if message_type is MessageType.PONG or message_type is MessageType.HEARTBEAT:
+        return Pong()
+    if message_type in _CLIENT_ONLY_REJECTED:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_TYPE,
+            f"{message_type.value!r} is sent by the server, not accepted from clients",
+            request_id=request_id,
+        )
+    return Dispatch(message_type, data, request_id)
+
+
+# -- replies ---------------------------------------------------------------------
+
+
+def connection_established(
+    connection_id: str, *, heartbeat_interval: float | None, metadata: dict[str, Any]
+) -> WebSocketMessage:
+    """The first message on every connection: its id and the heartbeat contract."""
+    return WebSocketMessage(
+        type=MessageType.CONNECTION_ESTABLISHED,
+        data={
+            "connection_id": connection_id,
+            "heartbeat_interval": heartbeat_interval,
+            "metadata": metadata,
+        },
+    )
+
+
+def subscription_ack(
+    event: Subscribe | Unsubscribe, *, seq: int | None = None, epoch: str | None = None
+) -> WebSocketMessage:
+    """``subscribed``/``unsubscribed`` reply; ``seq``/``epoch`` give the topic's position."""
+    data: dict[str, Any] = {"topic": event.topic}
+    if isinstance(event, Subscribe):
+        data["seq"] = seq
+        data["epoch"] = epoch
+        kind = MessageType.SUBSCRIBED
+    else:
+        kind = MessageType.UNSUBSCRIBED
+    return WebSocketMessage(type=kind, data=data, id=event.request_id)
+
+
+def pong(event: Ping) -> WebSocketMessage:
+    return WebSocketMessage(type=MessageType.PONG, id=event.request_id)
+
+
+def error_message(error: ProtocolError) -> WebSocketMessage:
+    """The standardized ``error`` reply for a rejected frame."""
+    return WebSocketMessage(
+        type=MessageType.ERROR,
+        data={"code": error.code.value, "message": error.detail},
+        id=error.request_id,
+    )
+
+
+# -- heartbeats ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatPolicy:
+    """When to send heartbeats and when a silent connection counts as dead.
+
+    The server sends a ``heartbeat`` every ``interval`` seconds; a connection that
+    sent nothing (a ``pong`` or any other frame) for ``interval + timeout`` seconds
+    is dead. Times come from a clock the caller passes in.
+    """
+
+    interval: float
+    timeout: float
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0 or self.timeout <= 0:
+            raise ValueError("heartbeat interval and timeout must be positive")
+
+    def is_dead(self, last_seen: float, now: float) -> bool:
+        return now - last_seen > self.interval + self.timeout

@@ -1,0 +1,214 @@
+"""The service behind a real uvicorn server on 127.0.0.1 with real WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import pytest
+from fastapi import FastAPI, WebSocket
+from websockets.exceptions import ConnectionClosed
+
+from service import MessageType, SendLimits, WebSocketMessage, WebSocketService
+from service.asgi import lifespan, serve
+from tests.support import UNIT, connect, receive_json, receive_until, running_server, send_json
+
+pytestmark = pytest.mark.integration
+
+
+def make_app(service: WebSocketService) -> FastAPI:
+    app = FastAPI(lifespan=lifespan(service))
+
+    @app.websocket("/ws")
+    async def websocket_endpoint(websocket: WebSocket) -> None:
+        await serve(service, websocket, metadata={"endpoint": "main"})
+
+    @app.websocket("/ws/training")
+    async def training_endpoint(websocket: WebSocket) -> None:
+        await serve(service, websocket, topics=["training"], metadata={"endpoint": "training"})
+
+    return app
+
+
+@asynccontextmanager
+async def server(**options: Any) -> AsyncIterator[tuple[WebSocketService, str]]:
+    options.setdefault("heartbeat_interval", None)
+    service = WebSocketService(**options)
+    async with running_server(make_app(service)) as url:
+        yield service, url
+
+
+def progress(i: int, **extra: Any) -> WebSocketMessage:
+    return WebSocketMessage(type=MessageType.TRAINING_PROGRESS, data={"i": i, **extra})
+
+
+async def subscribe(ws: Any, topic: str) -> dict[str, Any]:
+    await send_json(ws, {"type": "subscribe", "data": {"topic": topic}, "id": topic})
+    return await receive_until(ws, "subscribed")
+
+
+async def test_topic_delivery_over_real_sockets() -> None:
+    async with (
+        server() as (service, url),
+        connect(f"{url}/ws") as a,
+        connect(f"{url}/ws") as b,
+        connect(f"{url}/ws/training") as auto,
+    ):
+        for ws in (a, b, auto):
+            assert (await receive_json(ws))["type"] == "connection_established"
+        await subscribe(a, "training")
+        await subscribe(b, "models")
+        for i in range(5):
+            await service.broadcast(progress(i), topic="training")
+        await service.broadcast(
+            WebSocketMessage(type=MessageType.MODEL_CREATED, data={"model_id": "m"}), topic="models"
+        )
+        for ws in (a, auto):
+            got = [await receive_json(ws) for _ in range(5)]
+            assert [m["data"]["i"] for m in got] == list(range(5))
+            assert [m["seq"] for m in got] == [1, 2, 3, 4, 5]
+        model = await receive_json(b)
+        assert model["type"] == "model_created" and model["topic"] == "models"
+        # a is not subscribed to models: the next thing it sees is its own pong
+        await send_json(a, {"type": "ping", "id": "x"})
+        assert (await receive_json(a))["type"] == "pong"
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", "invalid_json"),
+        ('{"type":"fly"}', "unknown_type"),
+        ('{"type":"subscribe"}', "missing_field"),
+        ('{"type":"subscribe","data":{"topic":"a b"}}', "invalid_topic"),
+        ('{"type":"custom","data":{}}', "unknown_type"),
+        ('{"type":"ping","pad":"' + "x" * 70_000 + '"}', "message_too_large"),
+        (b"\x01\x02", "binary_not_supported"),
+    ],
+)
+async def test_bad_input_gets_an_error_and_the_connection_stays(
+    frame: str | bytes, code: str
+) -> None:
+    async with (
+        server() as (service, url),
+        connect(f"{url}/ws") as bad,
+        connect(f"{url}/ws/training") as bystander,
+    ):
+        await receive_json(bad)
+        await receive_json(bystander)
+        await bad.send(frame)
+        reply = await receive_json(bad)
+        assert reply["type"] == "error"
+        assert reply["data"]["code"] == code
+        assert reply["data"]["message"]
+        await service.broadcast(progress(1), topic="training")
+        assert (await receive_json(bystander))["data"]["i"] == 1
+        await send_json(bad, {"type": "ping", "id": "still-there"})
+        assert (await receive_json(bad))["id"] == "still-there"
+
+
+async def test_a_stalled_client_never_delays_the_others() -> None:
+    # Enough to overflow the loopback socket buffers (tcp_rmem max is 32 MiB here).
+    count, size = 3000, 20_000
+    limits = SendLimits(max_messages=10_000, max_bytes=2_000_000)
+    async with server(send_limits=limits) as (service, url):
+        stalled = await connect(f"{url}/ws/training", max_queue=1, compression=None)
+        fast = [await connect(f"{url}/ws/training", compression=None) for _ in range(3)]
+        for ws in [stalled, *fast]:
+            await receive_json(ws)
+        received: dict[int, list[int]] = {i: [] for i in range(len(fast))}
+
+        async def reader(index: int, ws: Any) -> None:
+            while len(received[index]) < count:
+                received[index].append((await receive_json(ws, 10))["data"]["i"])
+
+        readers = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(fast)]
+        pad = "x" * size
+
+        async def produce() -> None:
+            for i in range(count):
+                await service.broadcast(progress(i, pad=pad), topic="training")
+                # A paced producer: the readers keep up, the stalled client cannot.
+                while min(len(got) for got in received.values()) < i - 100:
+                    await asyncio.sleep(0.001)
+
+        await asyncio.wait_for(produce(), 30 * UNIT)
+        await asyncio.wait_for(asyncio.gather(*readers), 30 * UNIT)
+        for got in received.values():
+            assert got == list(range(count))
+        assert service.stats()["closed_slow"] == 1
+        assert service.stats()["connections"] == len(fast)
+        stalled.transport.abort()
+        for ws in fast:
+            await ws.close()
+
+
+async def test_heartbeat_timeout_removes_a_silent_client() -> None:
+    async with (
+        server(heartbeat_interval=0.2 * UNIT, heartbeat_timeout=0.2 * UNIT) as (
+            service,
+            url,
+        ),
+        connect(f"{url}/ws") as silent,
+        connect(f"{url}/ws") as polite,
+    ):
+        await receive_json(silent)
+        await receive_json(polite)
+
+        async def answer_heartbeats() -> None:
+            while True:
+                message = await receive_json(polite, 5)
+                if message["type"] == "heartbeat":
+                    await send_json(polite, {"type": "pong"})
+
+        answering = asyncio.create_task(answer_heartbeats())
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await receive_json(silent, 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
+        assert service.stats()["connections"] == 1
+        assert service.stats()["closed_heartbeat"] == 1
+        answering.cancel()
+
+
+async def test_stop_closes_every_client_with_1001() -> None:
+    async with server() as (service, url):
+        clients = [await connect(f"{url}/ws/training") for _ in range(5)]
+        for ws in clients:
+            await receive_json(ws)
+        await asyncio.wait_for(service.stop(timeout=2), 5 * UNIT)
+        for ws in clients:
+            with pytest.raises(ConnectionClosed) as closed:
+                await receive_json(ws)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+
+
+async def test_last_value_on_subscribe_shows_current_progress() -> None:
+    async with server(retain={"training": "session_id"}) as (service, url):
+        for step in range(3):
+            for session in ("s1", "s2"):
+                await service.broadcast(progress(step, session_id=session), topic="training")
+        async with connect(f"{url}/ws") as late:
+            await receive_json(late)
+            ack = await subscribe(late, "training")
+            assert ack["data"]["seq"] == 6
+            latest = [await receive_json(late) for _ in range(2)]
+            assert {(m["data"]["session_id"], m["data"]["i"]) for m in latest} == {
+                ("s1", 2),
+                ("s2", 2),
+            }
+            await service.broadcast(progress(3, session_id="s1"), topic="training")
+            assert (await receive_json(late))["seq"] == 7
+
+
+async def test_schema_command_prints_the_envelope_schema() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.schema", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30 * UNIT)
+    assert proc.returncode == 0
+    assert orjson.loads(out)["title"] == "WebSocketMessage"
