@@ -49,12 +49,16 @@ from .protocol import (
 )
 from .registry import TopicRegistry
 
-__all__ = ["ALL_TOPIC", "Codec", "EventHandler", "WebSocketService"]
+__all__ = ["ALL_TOPIC", "Codec", "EventHandler", "PublishHook", "WebSocketService"]
 
 #: Broker channel of ``broadcast(message, topic=None)``: every connection gets it.
 ALL_TOPIC = "$all"
 
 EventHandler = Callable[[str, dict[str, Any]], Awaitable[None] | None]
+
+#: Called by :meth:`WebSocketService.broadcast` in the publishing process, before the
+#: message goes to the broker (the shim mirrors new producers to legacy clients here).
+PublishHook = Callable[[WebSocketMessage, str | None], Awaitable[None]]
 
 #: Renders a standardized wire dict for a client that speaks another format; ``None``
 #: means "this client does not get this message". Called once per broadcast per codec.
@@ -137,6 +141,7 @@ class WebSocketService:
         self._registry: TopicRegistry[Connection] = TopicRegistry()
         self._handlers: dict[MessageType, EventHandler] = {}
         self._codecs: dict[str, Codec] = {}
+        self._publish_hooks: list[PublishHook] = []
         self._broker_topics: set[str] = set()
         self._broker_lock = asyncio.Lock()
         self._broker_connected = False
@@ -451,6 +456,11 @@ class WebSocketService:
         if retain_field is not None:
             key = message.data.get(retain_field)
             retain_key = None if key is None else str(key)
+        for hook in self._publish_hooks:
+            try:
+                await hook(message, topic)
+            except Exception:
+                _log.exception("publish_hook_failed", type=message.type.value, topic=topic)
         await self._ensure_broker()
         recipients = (
             len(self._connections) if topic is None else len(self._registry.subscribers(topic))
@@ -486,6 +496,15 @@ class WebSocketService:
         replaces it. Protocol types (subscribe, ping, ...) are handled by the service.
         """
         self._handlers[MessageType(message_type)] = handler
+
+    def add_publish_hook(self, hook: PublishHook) -> Callable[[], None]:
+        """Run ``hook(message, topic)`` on every broadcast made in this process.
+
+        A hook that raises is logged and skipped; it never stops the broadcast.
+        Returns a function that removes the hook.
+        """
+        self._publish_hooks.append(hook)
+        return lambda: self._publish_hooks.remove(hook)
 
     def register_codec(self, name: str, codec: Codec) -> None:
         """Register a wire format for clients that do not speak the envelope."""
