@@ -1,22 +1,275 @@
-"""Reference backend (minimal for now): the service on the embedded default."""
+"""The reference backend: an ML training dashboard in the middle of its migration.
+
+Written the old way (producers call ``manager.broadcast(dict)``, endpoints as in
+the migration guide's "Old approach"), with one line changed: the manager is a
+``CompatWebSocketManager`` whose stages come from ``flags``. New-style producers
+(``TrainingService``, ``ModelService``) publish ``WebSocketMessage``s beside them.
+
+``uvicorn reference.app:app`` serves it; ``create_app(settings)`` builds another.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, WebSocket
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
-from service import websocket_service
-from service.asgi import lifespan, serve
+from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import generate_latest
+from pydantic import BaseModel, Field
 
-app = FastAPI(title="ws-migration reference backend", lifespan=lifespan(websocket_service))
+from flags import (
+    FlagsError,
+    FlagSettings,
+    UnleashStageDecider,
+    read_document,
+    set_endpoint_stage,
+    write_document,
+)
+from legacy import producers
+from service import WebSocketService
+from shim.diff import DiffConfig, Differ, ExpectedDifference, MismatchKind
+from shim.manager import CompatWebSocketManager
+from shim.stages import Stage
+
+from .config import Settings, configure_logging
+from .metrics import MigrationCollector, make_registry
+from .services import ModelService, TrainingService
+
+__all__ = ["ENDPOINTS", "app", "create_app"]
+
+_STATIC = Path(__file__).resolve().parent / "static"
+
+#: The WebSocket endpoints and the topics their clients get on the new side.
+ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "/ws": ("training", "models", "system", "custom"),
+    "/ws/training": ("training",),
+}
 
 
-@app.websocket("/ws")
-async def websocket_endpoint(websocket: WebSocket) -> None:
-    await serve(
-        websocket_service, websocket, topics=["training", "models"], metadata={"endpoint": "main"}
+def expected_differences() -> tuple[ExpectedDifference, ...]:
+    """/ws/training clients deliberately get only training events on the new side."""
+    return tuple(
+        ExpectedDifference(
+            kind=MismatchKind.MISSING,
+            endpoint="/ws/training",
+            topic=topic,
+            reason="the new side filters /ws/training to the training topic",
+        )
+        for topic in ("models", "system", "custom")
     )
 
 
-@app.get("/stats")
-async def stats() -> dict[str, object]:
-    return websocket_service.stats()
+class StartTraining(BaseModel):
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class CreateModel(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    parameters: int = Field(default=1_000_000, ge=0)
+
+
+class SetStage(BaseModel):
+    endpoint: str
+    stage: Stage
+    percent: int = Field(default=100, ge=0, le=100)
+
+
+def create_app(
+    settings: Settings | None = None, flag_settings: FlagSettings | None = None
+) -> FastAPI:
+    """Build the backend; nothing starts until the app's lifespan runs."""
+    settings = settings or Settings.from_env()
+    flag_settings = flag_settings or FlagSettings.from_env()
+    configure_logging(settings)
+
+    service = WebSocketService(
+        broker=settings.broker_url,
+        retain={"training": "session_id"},
+        heartbeat_interval=settings.heartbeat_interval,
+    )
+    decider = UnleashStageDecider(settings=flag_settings)
+    differ = Differ(DiffConfig(expected=expected_differences()))
+    # The one line a migrating backend changes: ``manager = WebSocketManager()`` before.
+    manager = CompatWebSocketManager(
+        service=service, decider=decider, differ=differ, endpoint_topics=ENDPOINTS
+    )
+    training = TrainingService(service, manager, epoch_seconds=settings.epoch_seconds)
+    models = ModelService(service)
+    registry = make_registry(MigrationCollector(service.stats, manager.stats))
+
+    async def autopilot() -> None:
+        """Start a session every so often so the dashboard always has something to show."""
+        while True:
+            await asyncio.sleep(settings.autopilot_seconds)
+            with contextlib.suppress(RuntimeError):
+                await training.start_training({"epochs_per_phase": 6, "source": "autopilot"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        await decider.start()
+        manager.reroute()
+        pilot = None
+        if settings.autopilot_seconds > 0:
+            pilot = asyncio.get_running_loop().create_task(autopilot())
+        try:
+            yield
+        finally:
+            if pilot is not None:
+                pilot.cancel()
+            await training.stop()
+            await manager.stop()
+            await decider.stop()
+            await service.stop()
+
+    app = FastAPI(title="ws-migration reference backend", lifespan=lifespan)
+    app.state.service = service
+    app.state.manager = manager
+    app.state.decider = decider
+    app.state.training = training
+    app.state.models = models
+    app.mount("/static", StaticFiles(directory=_STATIC), name="static")
+
+    # -- WebSocket endpoints, the old way (unchanged endpoint code) ----------------
+
+    @app.websocket("/ws")
+    async def websocket_endpoint(websocket: WebSocket) -> None:
+        await manager.connect(websocket)
+        try:
+            while True:
+                data = await websocket.receive_text()
+                if data == "status":
+                    await manager.send_personal_message(
+                        producers.status_payload(
+                            "ok", "backend running", active_phases=training.active_phases()
+                        ),
+                        websocket,
+                    )
+        except WebSocketDisconnect:
+            manager.disconnect(websocket)
+
+    @app.websocket("/ws/training")
+    async def training_endpoint(websocket: WebSocket) -> None:
+        await manager.connect(websocket)
+        try:
+            while True:
+                await websocket.receive_text()
+        except WebSocketDisconnect:
+            manager.disconnect(websocket)
+
+    # -- REST --------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(_STATIC / "index.html")
+
+    @app.post("/api/training/start")
+    async def start_training(body: StartTraining | None = None) -> dict[str, Any]:
+        try:
+            session_id = await training.start_training((body or StartTraining()).parameters)
+        except RuntimeError as exc:
+            raise HTTPException(status_code=429, detail=str(exc)) from None
+        return {"session_id": session_id}
+
+    @app.get("/api/training")
+    async def list_training() -> dict[str, Any]:
+        return {
+            "sessions": [s.snapshot() for s in training.sessions.values()],
+            "phase_status": producers.phase_status,
+        }
+
+    @app.post("/api/models")
+    async def create_model(body: CreateModel) -> dict[str, Any]:
+        model_id = await models.create_model({"name": body.name, "parameters": body.parameters})
+        return {"model_id": model_id}
+
+    @app.get("/api/models")
+    async def list_models() -> dict[str, Any]:
+        return {"models": list(models.models.values())}
+
+    # -- operator endpoints --------------------------------------------------------
+
+    @app.get("/ops/migration")
+    async def migration() -> dict[str, Any]:
+        shim = manager.stats()
+        splits = decider.effective_stages(list(ENDPOINTS), sample_keys=200)
+        endpoints = {}
+        for name in ENDPOINTS:
+            split = splits[name]
+            dominant = max(split.shares.items(), key=lambda item: item[1])[0]
+            delivered = shim["endpoints"].get(name, {}).get("delivered_by", {})
+            endpoints[name] = {
+                "stage": dominant.value,
+                "split": split.describe(),
+                "clients": {"legacy": delivered.get("legacy", 0), "new": delivered.get("new", 0)},
+            }
+        return {
+            "endpoints": endpoints,
+            "diff": shim["diff"],
+            "editable": flag_settings.mode == "embedded",
+            "flags_mode": flag_settings.mode,
+            "last_reroute": shim["last_reroute"],
+        }
+
+    @app.post("/ops/stage")
+    async def set_stage(body: SetStage) -> dict[str, Any]:
+        if flag_settings.mode != "embedded":
+            raise HTTPException(409, "stages come from the Unleash server; change them there")
+        if body.endpoint not in ENDPOINTS:
+            raise HTTPException(404, f"unknown endpoint {body.endpoint!r}")
+        path = flag_settings.toggles_file
+        try:
+            document = read_document(path)
+            write_document(
+                path, set_endpoint_stage(document, body.endpoint, body.stage, percent=body.percent)
+            )
+        except (FlagsError, ValueError) as exc:
+            raise HTTPException(400, str(exc)) from None
+        return {"endpoint": body.endpoint, "stage": body.stage.value, "percent": body.percent}
+
+    @app.get("/ops/diff")
+    async def diff(limit: int = 20) -> dict[str, Any]:
+        differ.flush()
+        return {
+            "counters": differ.counters(),
+            "unexpected_total": differ.unexpected_total,
+            "recent": [m.to_dict() for m in differ.recent(limit)],
+        }
+
+    @app.get("/ops/diff/report")
+    async def diff_report(format: str = "json") -> Response:
+        differ.flush()
+        report = differ.report()
+        if format == "markdown":
+            return PlainTextResponse(report.to_markdown(), media_type="text/markdown")
+        return Response(report.to_json(), media_type="application/json")
+
+    @app.get("/stats")
+    async def stats() -> dict[str, Any]:
+        return {"service": service.stats(), "shim": manager.stats()}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        healthy = bool(service.broker.healthy)
+        body = {"broker": "up" if healthy else "down"}
+        import orjson
+
+        return Response(orjson.dumps(body), status_code=200 if healthy else 503)
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,100 @@
+// Browser client for the WebSocketService protocol (plain JavaScript, no build step).
+//
+// new WsClient(url, {topics, format, onMessage, onState}) connects, announces the
+// envelope protocol (subprotocol "envelope.v1") unless format === "legacy",
+// subscribes to its topics, answers heartbeats, and reconnects with jittered
+// exponential backoff, resubscribing each time. Per topic it remembers the last
+// (epoch, seq) and reports a gap when a seq is skipped.
+"use strict";
+
+class WsClient {
+  constructor(url, options = {}) {
+    this.url = url;
+    this.topics = options.topics || [];
+    this.format = options.format || "envelope";
+    this.onMessage = options.onMessage || (() => {});
+    this.onState = options.onState || (() => {});
+    this.minDelay = options.minDelay || 250;
+    this.maxDelay = options.maxDelay || 8000;
+    this.attempt = 0;
+    this.positions = {};
+    this.gaps = 0;
+    this.received = 0;
+    this.closedByUser = false;
+    this.state = "idle";
+    this.connectionId = null;
+    this.connect();
+  }
+
+  setState(state, detail) {
+    this.state = state;
+    this.onState(state, detail || "");
+  }
+
+  connect() {
+    this.setState(this.attempt ? "reconnecting" : "connecting");
+    const protocols = this.format === "legacy" ? [] : ["envelope.v1"];
+    const ws = new WebSocket(this.url, protocols);
+    this.ws = ws;
+    ws.onopen = () => {
+      this.attempt = 0;
+      this.setState("open");
+      if (this.format !== "legacy") {
+        for (const topic of this.topics) this.send({type: "subscribe", data: {topic}, id: topic});
+      }
+    };
+    ws.onmessage = (event) => this.handle(event.data);
+    ws.onclose = (event) => {
+      this.setState("closed", `code ${event.code}`);
+      if (!this.closedByUser) this.scheduleReconnect(event.code);
+    };
+    ws.onerror = () => {};  // onclose follows and reconnects
+  }
+
+  scheduleReconnect(code) {
+    if (code === 1008 || code === 1009) {
+      this.setState("refused", `code ${code}: not reconnecting`);
+      return;
+    }
+    const ceiling = Math.min(this.maxDelay, this.minDelay * 2 ** this.attempt);
+    const delay = ceiling / 2 + Math.random() * ceiling / 2;
+    this.attempt += 1;
+    this.reconnectTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  send(value) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(value));
+  }
+
+  handle(text) {
+    let message;
+    try {
+      message = JSON.parse(text);
+    } catch (err) {
+      return;  // not JSON: nothing a dashboard can show
+    }
+    this.received += 1;
+    if (this.format !== "legacy") {
+      if (message.type === "heartbeat") { this.send({type: "pong"}); return; }
+      if (message.type === "connection_established") {
+        this.connectionId = message.data && message.data.connection_id;
+      }
+      if (message.topic && typeof message.seq === "number") this.track(message);
+    }
+    this.onMessage(message);
+  }
+
+  track(message) {
+    const last = this.positions[message.topic];
+    if (last && last.epoch === message.epoch && message.seq > last.seq + 1) this.gaps += 1;
+    this.positions[message.topic] = {epoch: message.epoch, seq: message.seq};
+  }
+
+  close() {
+    this.closedByUser = true;
+    clearTimeout(this.reconnectTimer);
+    if (this.ws) this.ws.close(1000);
+  }
+}
+
+window.WsClient = WsClient;

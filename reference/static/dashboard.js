@@ -1,0 +1,203 @@
+// The live dashboard: training sessions, models, loss chart and the migration panel.
+// ?client=legacy runs it as an old-protocol client (old payload shapes) so old and
+// new clients can be watched side by side; ?endpoint= picks the WebSocket endpoint.
+"use strict";
+
+const params = new URLSearchParams(location.search);
+const format = params.get("client") === "legacy" ? "legacy" : "envelope";
+const endpoint = params.get("endpoint") || "/ws";
+const sessions = new Map();
+const lossSeries = new Map();
+const models = [];
+
+document.getElementById("client-format").textContent =
+  format === "legacy" ? "old protocol" : "new protocol";
+document.getElementById("client-endpoint").textContent = endpoint;
+
+// Old payloads come in "varying structures": find the event type and its fields.
+function normalize(message) {
+  if (format !== "legacy" && message.type && message.data && typeof message.data === "object") {
+    return {type: message.type, data: message.data};
+  }
+  let data = message;
+  if (message.payload && typeof message.payload === "object") data = {...message, ...message.payload};
+  if (message.data && typeof message.data === "object") data = {...message, ...message.data};
+  const type = message.type || message.event || (data.progress !== undefined ? "training_update" : "unknown");
+  return {type, data};
+}
+
+function sessionKey(data) {
+  return String(data.session_id || data.session || data.phase_name || data.phase || "training");
+}
+
+function percent(value) {
+  const number = Number(value);
+  if (!Number.isFinite(number)) return null;
+  return number <= 1 ? number * 100 : Math.min(number, 100);
+}
+
+function onMessage(message) {
+  const {type, data} = normalize(message);
+  if (["connection_established", "subscribed", "unsubscribed", "pong", "heartbeat", "error"].includes(type)) return;
+  if (type.includes("model")) {
+    const id = data.model_id || data.id || data.name;
+    if (id && !models.some((m) => m.id === id)) {
+      models.unshift({id, name: data.model_name || data.name || (data.model_info && data.model_info.name) || id});
+      renderModels();
+    }
+    return;
+  }
+  const progress = percent(data.progress !== undefined ? data.progress : data.percentage);
+  const key = sessionKey(data);
+  const session = sessions.get(key) || {key, progress: 0, status: "running"};
+  if (progress !== null) session.progress = progress;
+  if (data.phase_name || data.phase) session.phase = data.phase_name || data.phase;
+  if (data.current_epoch !== undefined) session.epoch = data.current_epoch;
+  if (data.epoch !== undefined) session.epoch = data.epoch;
+  if (data.loss !== undefined && data.loss !== null) {
+    session.loss = Number(data.loss);
+    const series = lossSeries.get(key) || [];
+    series.push(session.loss);
+    if (series.length > 200) series.shift();
+    lossSeries.set(key, series);
+  }
+  const eta = data.estimated_time_remaining !== undefined ? data.estimated_time_remaining : data.eta;
+  if (eta !== undefined && eta !== null) session.eta = Number(eta);
+  if (type.includes("completed") || type.includes("complete")) { session.status = "completed"; session.progress = 100; }
+  if (type.includes("failed") || data.status === "failed" || data.status === "error") session.status = "failed";
+  sessions.set(key, session);
+  renderSessions();
+}
+
+function renderSessions() {
+  const root = document.getElementById("sessions");
+  root.textContent = "";
+  for (const s of [...sessions.values()].slice(-8)) {
+    const div = document.createElement("div");
+    div.className = `session ${s.status}`;
+    div.dataset.session = s.key;
+    const label = document.createElement("div");
+    label.className = "label";
+    const left = document.createElement("span");
+    left.textContent = `${s.key.slice(0, 12)} · ${s.phase || "-"} · epoch ${s.epoch ?? "-"}`;
+    const right = document.createElement("span");
+    const loss = s.loss !== undefined ? ` · loss ${s.loss.toFixed(4)}` : "";
+    const eta = s.eta !== undefined ? ` · ETA ${Math.round(s.eta)} s` : "";
+    right.textContent = `${s.progress.toFixed(1)}%${loss}${eta}`;
+    right.className = "progress-text";
+    label.append(left, right);
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    const fill = document.createElement("div");
+    fill.style.width = `${s.progress}%`;
+    bar.append(fill);
+    div.append(label, bar);
+    root.append(div);
+  }
+  drawLoss();
+}
+
+function drawLoss() {
+  const canvas = document.getElementById("loss-chart");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const all = [...lossSeries.values()].flat();
+  if (!all.length) return;
+  const max = Math.max(...all) || 1;
+  const colors = ["#3b82f6", "#16a34a", "#d97706", "#7c3aed", "#dc2626"];
+  let i = 0;
+  for (const series of lossSeries.values()) {
+    ctx.strokeStyle = colors[i++ % colors.length];
+    ctx.beginPath();
+    series.forEach((value, x) => {
+      const px = (x / Math.max(series.length - 1, 1)) * (canvas.width - 10) + 5;
+      const py = canvas.height - 5 - (value / max) * (canvas.height - 10);
+      if (x === 0) ctx.moveTo(px, py); else ctx.lineTo(px, py);
+    });
+    ctx.stroke();
+  }
+}
+
+function renderModels() {
+  const list = document.getElementById("model-list");
+  list.textContent = "";
+  for (const m of models.slice(0, 20)) {
+    const li = document.createElement("li");
+    li.textContent = `${m.name} (${String(m.id).slice(0, 8)})`;
+    list.append(li);
+  }
+}
+
+function onState(state, detail) {
+  const el = document.getElementById("conn-state");
+  el.textContent = state;
+  el.className = `state ${state}`;
+  document.getElementById("conn-detail").textContent = detail;
+}
+
+const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${endpoint}`;
+const client = new WsClient(wsUrl, {topics: ["training", "models"], format, onMessage, onState});
+window.dashboardClient = client;
+setInterval(() => {
+  document.getElementById("received").textContent = client.received;
+  document.getElementById("gaps").textContent = client.gaps;
+}, 500);
+
+async function post(url, body) {
+  const response = await fetch(url, {method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify(body || {})});
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status} ${await response.text()}`);
+  return response.json();
+}
+
+document.getElementById("start-training").onclick = () => post("/api/training/start", {}).catch(showError);
+document.getElementById("create-model").onclick = () => post("/api/models", {name: `model-${Date.now() % 100000}`}).catch(showError);
+
+function showError(err) {
+  document.getElementById("migration-error").textContent = String(err.message || err);
+}
+
+async function refreshMigration() {
+  try {
+    const response = await fetch("/ops/migration");
+    const state = await response.json();
+    const stages = document.querySelector("#stages tbody");
+    stages.textContent = "";
+    for (const [name, info] of Object.entries(state.endpoints)) {
+      const tr = document.createElement("tr");
+      tr.dataset.endpoint = name;
+      const cells = [name, info.stage, info.clients.legacy, info.clients.new];
+      cells.forEach((value, i) => {
+        const td = document.createElement("td");
+        td.textContent = String(value);
+        if (i === 1) td.className = `stage stage-${info.stage}`;
+        tr.append(td);
+      });
+      const actions = document.createElement("td");
+      for (const stage of ["legacy", "shadow", "live", "new"]) {
+        const button = document.createElement("button");
+        button.textContent = stage;
+        button.disabled = stage === info.stage || !state.editable;
+        button.onclick = () => post("/ops/stage", {endpoint: name, stage}).then(refreshMigration).catch(showError);
+        actions.append(button);
+      }
+      tr.append(actions);
+      stages.append(tr);
+    }
+    const diff = document.querySelector("#diff tbody");
+    diff.textContent = "";
+    for (const [name, c] of Object.entries(state.diff)) {
+      const tr = document.createElement("tr");
+      for (const value of [name, c.compared, c.matched, c.missing, c.extra, c.field, c.order, c.expected]) {
+        const td = document.createElement("td");
+        td.textContent = String(value ?? 0);
+        tr.append(td);
+      }
+      diff.append(tr);
+    }
+    document.getElementById("migration-error").textContent = "";
+  } catch (err) {
+    showError(err);
+  }
+}
+refreshMigration();
+setInterval(refreshMigration, 1000);

@@ -1,0 +1,184 @@
+"""Routes and ports: how one client socket is attached to both sides at once.
+
+Every connection the shim accepts is registered with the legacy manager *and* the
+new service, each through a port object standing in for the socket. A port either
+delivers to the real socket, records into the differ, or does nothing, according
+to the connection's current stage; under ``shadow`` and ``live`` the delivering
+side records too, so the differ sees both sides. A stage change only flips those modes, so a
+rollback re-routes every live connection synchronously, without reconnecting.
+
+========  ==================  ==================
+stage     legacy port         service port
+========  ==================  ==================
+legacy    deliver             off
+shadow    deliver             record
+live      record              deliver
+new       off                 deliver
+========  ==================  ==================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+from typing import Any, Protocol
+
+from .diff import Side
+from .stages import RoutingDecision, Stage
+from .wire import WireFormat
+
+__all__ = ["ClientSocket", "LegacyPort", "Mode", "Route", "ServicePort", "modes_for"]
+
+
+class Mode(Enum):
+    DELIVER = "deliver"
+    RECORD = "record"
+    OFF = "off"
+
+
+_MODES: dict[Stage, tuple[Mode, Mode]] = {
+    Stage.LEGACY: (Mode.DELIVER, Mode.OFF),
+    Stage.SHADOW: (Mode.DELIVER, Mode.RECORD),
+    Stage.LIVE: (Mode.RECORD, Mode.DELIVER),
+    Stage.NEW: (Mode.OFF, Mode.DELIVER),
+}
+
+
+def modes_for(stage: Stage, *, sampled: bool) -> tuple[Mode, Mode]:
+    """Return ``(legacy port mode, service port mode)``; unsampled connections record nothing."""
+    legacy, new = _MODES[stage]
+    if not sampled:
+        legacy = Mode.OFF if legacy is Mode.RECORD else legacy
+        new = Mode.OFF if new is Mode.RECORD else new
+    return legacy, new
+
+
+class ClientSocket(Protocol):
+    """The client's real socket (Starlette's WebSocket)."""
+
+    async def send_text(self, data: str) -> None: ...
+
+    async def send_json(self, data: Any, mode: str = "text") -> None: ...
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+Recorder = Callable[["Route", Side, object], None]
+LegacyRenderer = Callable[[dict[str, Any]], str | None]
+
+
+class Route:
+    """One client connection as the shim sees it: socket, endpoint, format, stage, ports."""
+
+    __slots__ = (
+        "comparing",
+        "connection_id",
+        "decision",
+        "endpoint",
+        "format",
+        "legacy_mode",
+        "legacy_port",
+        "new_mode",
+        "record",
+        "render_envelope",
+        "sampled",
+        "service_port",
+        "socket",
+        "stickiness_key",
+    )
+
+    def __init__(
+        self,
+        socket: ClientSocket,
+        *,
+        connection_id: str,
+        endpoint: str,
+        wire_format: WireFormat,
+        stickiness_key: str,
+        record: Recorder,
+        render_envelope: LegacyRenderer,
+    ) -> None:
+        self.socket = socket
+        self.connection_id = connection_id
+        self.endpoint = endpoint
+        self.format = wire_format
+        self.stickiness_key = stickiness_key
+        self.record = record
+        self.render_envelope = render_envelope
+        self.decision = RoutingDecision(Stage.LEGACY)
+        self.sampled = False
+        self.comparing = False
+        self.legacy_mode = Mode.DELIVER
+        self.new_mode = Mode.OFF
+        self.legacy_port = LegacyPort(self)
+        self.service_port = ServicePort(self)
+
+    @property
+    def stage(self) -> Stage:
+        return self.decision.stage
+
+    def apply(self, decision: RoutingDecision, *, sampled: bool) -> bool:
+        """Switch to ``decision``; return True when the stage or sampling changed."""
+        changed = decision.stage is not self.decision.stage or sampled != self.sampled
+        self.decision = decision
+        self.sampled = sampled
+        self.comparing = decision.stage.compares and sampled
+        self.legacy_mode, self.new_mode = modes_for(decision.stage, sampled=sampled)
+        return changed
+
+
+class LegacyPort:
+    """What the legacy manager holds in its connection list for a route."""
+
+    __slots__ = ("route",)
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+
+    async def accept(self, *args: Any, **kwargs: Any) -> None:
+        """The shim accepted the real socket already."""
+
+    async def send_json(self, data: Any, mode: str = "text") -> None:
+        route = self.route
+        if route.legacy_mode is Mode.DELIVER:
+            if route.format is WireFormat.LEGACY:
+                await route.socket.send_json(data)
+            else:
+                text = route.render_envelope(data)
+                if text is not None:
+                    await route.socket.send_text(text)
+            if route.comparing:
+                route.record(route, Side.LEGACY, data)
+        elif route.legacy_mode is Mode.RECORD:
+            route.record(route, Side.LEGACY, data)
+
+    async def send_text(self, data: str) -> None:
+        route = self.route
+        if route.legacy_mode is Mode.DELIVER:
+            await route.socket.send_text(data)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        if self.route.legacy_mode is Mode.DELIVER:
+            await self.route.socket.close(code, reason)
+
+
+class ServicePort:
+    """The transport the new service holds for a route (see ``service.connection``)."""
+
+    __slots__ = ("route",)
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+
+    async def send_text(self, data: str) -> None:
+        route = self.route
+        if route.new_mode is Mode.DELIVER:
+            await route.socket.send_text(data)
+            if route.comparing:
+                route.record(route, Side.NEW, data)
+        elif route.new_mode is Mode.RECORD:
+            route.record(route, Side.NEW, data)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        if self.route.new_mode is Mode.DELIVER:
+            await self.route.socket.close(code, reason)
