@@ -185,7 +185,8 @@ class WebSocketService:
         """Close every connection with 1001 and cancel every background task.
 
         Returns within about ``timeout`` seconds even when clients do not answer.
-        After ``stop`` the service may be started again.
+        Connections arriving while it runs are refused with ServiceStopped; after
+        it returns the service is idle and may be used or started again.
         """
         self._stopping = True
         if self._heartbeat_task is not None:
@@ -212,6 +213,7 @@ class WebSocketService:
         if self._started:
             _log.info("service_stopped", closed_connections=len(connections))
         self._started = False
+        self._stopping = False
 
     async def _ensure_broker(self) -> None:
         if not self._broker_connected:

@@ -62,4 +62,6 @@ class MockWebSocket:
         self._released.set()
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        if self.stalled:  # a client that does not read cannot take the close frame either
+            await self._released.wait()
         self.closed = (code, reason)

@@ -179,6 +179,7 @@ async def test_stalled_socket_is_bounded_and_others_keep_receiving() -> None:
     assert [m["data"]["progress"] for m in fast.of_type("training_progress")] == list(range(20))
     await asyncio.sleep(0)
     assert not service.is_connected(cs)
+    slow.release()  # the client reads again: now it can take the close frame
     await asyncio.sleep(0.05)
     assert slow.closed is not None and slow.closed[0] == 1013
     stats = service.stats()
@@ -238,7 +239,7 @@ async def test_heartbeat_and_liveness_with_a_fake_clock() -> None:
     assert service.is_connected(legacy)
 
 
-async def test_stop_closes_with_1001_and_refuses_new_connections() -> None:
+async def test_stop_closes_with_1001_and_refuses_connections_while_stopping() -> None:
     service = WebSocketService(heartbeat_interval=0.05)
     await service.start()
     sockets = [MockWebSocket() for _ in range(3)]
@@ -248,11 +249,13 @@ async def test_stop_closes_with_1001_and_refuses_new_connections() -> None:
     await service.connect(stuck)
     stuck.stalled = True  # its close frame never completes: stop() must not wait forever
     service.close_timeout = 0.2
-    await asyncio.wait_for(service.stop(timeout=1), 3)
-    assert all(s.closed == (1001, "server shutting down") for s in sockets)
-    assert service.stats()["connections"] == 0
+    stopping = asyncio.ensure_future(service.stop(timeout=1))
+    await asyncio.sleep(0.05)
     with pytest.raises(ServiceStopped):
         await service.connect(MockWebSocket())
+    await asyncio.wait_for(stopping, 3)
+    assert all(s.closed == (1001, "server shutting down") for s in sockets)
+    assert service.stats()["connections"] == 0
     await service.start()  # restartable
     await service.connect(MockWebSocket())
     await service.stop()
