@@ -5,37 +5,44 @@ Each legacy payload shape (see :mod:`legacy.producers`) has one declarative
 it becomes, and which legacy field becomes which ``data`` key. A
 :class:`Translator` applies them::
 
-    translator = Translator()                              # the default rules
-    translation = translator.to_standard(payload)          # legacy dict -> message
-    await service.broadcast(translation.message, topic=translation.message.topic)
-    translator.to_legacy(message_or_wire_dict)             # message -> legacy dict | None
+    translator = Translator()                          # the default rules
+    translation = translator.to_standard(payload)      # legacy dict -> message + rule
+    await service.broadcast(translation.message, topic=translation.topic)
+    translator.to_legacy(message_or_wire_dict)         # message -> legacy dict | None
 
-Round trip
-----------
+Legacy -> standard is exact
+---------------------------
 ``to_legacy(to_standard(p).message) == p`` for every JSON-serializable dict ``p``,
-whether a rule matches it or not (also through the message's wire form and
+whether a rule matches it or not, also through the message's wire form (and
 through JSON, as far as JSON preserves ``p`` itself). Nothing is dropped:
 
 - mapped fields move to their ``data`` key (dotted paths nest on either side);
-- the rule's legacy timestamp field (a string) becomes the envelope ``timestamp``;
-- ``data["extra"]`` carries every legacy field the rule does not know, unchanged
-  (including a non-string timestamp and a constant field whose value differs);
+- the rule's legacy timestamp field, a string, becomes the envelope ``timestamp``;
+- a legacy field the rule does not know keeps its name at the top of ``data``,
+  unless that name means something there: a mapped key, a key that selects
+  between the rules of the type, or ``extra``/``omitted``. Those go, unchanged,
+  under ``data["extra"]``. A non-empty dict named like a nested ``data`` path
+  (``model_info``) is merged into it when none of its keys is a mapped one;
+  otherwise it goes under ``extra`` too;
 - ``data["omitted"]`` lists the fields ``to_legacy`` would otherwise fill in (the
   timestamp, a constant field) but which the original payload did not have;
-- a rule's ``data_constants`` are added to ``data``; they say which of several
-  legacy shapes of one type a message came from (e.g. ``phase_update`` with
-  ``status`` ``"started"`` is a ``phase_change``);
+- a rule's ``data_constants`` are added to ``data``; they tell apart the legacy
+  shapes of one type (``phase_update`` with ``status`` ``"started"`` came from a
+  ``phase_change``);
 - an unknown shape becomes ``custom`` on ``untranslated_topic`` with the whole
   payload as ``data["legacy"]``, is counted, and comes back unchanged.
 
-The other direction is best effort: ``to_legacy`` renders a new producer's message
-in the old shape of the type's default rule (the first registered one without
-``data_constants``, unless another rule's constants match). ``data`` keys the
-rule does not know go to the top level of the legacy payload, so
-``to_standard`` then returns them under ``extra``; a key that would overwrite a
-field the rule set is dropped and counted as a collision. Protocol messages,
-types without a rule (``model_deleted``) and ``custom`` messages that do not wrap
-a legacy payload have no legacy counterpart: ``to_legacy`` returns ``None``.
+Standard -> legacy
+------------------
+``to_legacy`` renders any domain message in the old shape of its type's rule:
+the one whose ``data_constants`` all match, the most specific first (the rule
+without constants is the type's default). Unmapped ``data`` keys keep their names
+at the top of the payload, so ``to_standard(to_legacy(m))`` gives ``m`` back too,
+except for a key that clashes with a field the rule sets (dropped and counted as
+a collision) and a top-level ``data`` key named like a legacy constant (it wins
+over the constant and then returns under ``extra``). Protocol messages, types no
+rule produces (``model_deleted``) and ``custom`` messages that do not wrap a
+legacy payload have no legacy counterpart: ``to_legacy`` returns ``None``.
 
 Units: legacy ``progress`` is a fraction in ``[0, 1]``, the unit of the
 standardized ``progress``, so it is copied unchanged (a scaled copy could not
@@ -43,9 +50,9 @@ round-trip exactly through floats).
 
 Exceptions::
 
-    TranslationError   a payload or message cannot be translated (has ``rule``, ``reason``)
+    TranslationError   a payload or message cannot be translated (``rule``, ``reason``)
 
-Rule definitions that contradict themselves raise ``ValueError`` when constructed.
+Rules that contradict themselves or each other raise ``ValueError`` when built.
 """
 
 from __future__ import annotations
@@ -77,7 +84,7 @@ __all__ = [
     "default_rules",
 ]
 
-#: ``data`` key carrying the legacy fields a rule does not map.
+#: ``data`` key carrying legacy fields whose names mean something else in ``data``.
 EXTRA_KEY: Final = "extra"
 #: ``data`` key listing the legacy fields the original payload did not have.
 OMITTED_KEY: Final = "omitted"
@@ -86,7 +93,7 @@ LEGACY_KEY: Final = "legacy"
 #: Where untranslated payloads are published unless configured otherwise.
 DEFAULT_UNTRANSLATED_TOPIC: Final = "custom"
 
-_RESERVED_DATA_KEYS = frozenset({EXTRA_KEY, OMITTED_KEY})
+_RESERVED = frozenset({EXTRA_KEY, OMITTED_KEY})
 
 Converter = Callable[[Any], Any]
 _Path = tuple[str, ...]
@@ -112,7 +119,7 @@ class FieldMap:
     """One legacy field <-> one ``data`` key; dotted paths address nested dicts.
 
     ``forward`` converts the legacy value, ``backward`` the standardized one
-    (identity when ``None``). They must be exact inverses of each other, or the
+    (identity when ``None``). They must be exact inverses of each other or the
     round trip breaks; whatever they raise becomes a :class:`TranslationError`.
     """
 
@@ -134,18 +141,18 @@ class TranslationRule:
     """How one legacy payload shape maps to a standardized message and back.
 
     - ``name``: unique; also the shape's name in :mod:`legacy.catalogue`.
-    - ``message_type``/``topic``: what the shape becomes.
+    - ``message_type``/``topic``: what the shape becomes (a domain event type).
     - ``discriminator``: ``(field, value)``, e.g. ``("type", "training_update")``;
       the rule matches a payload whose top-level ``field`` equals ``value``.
     - ``requires``: for shapes with no discriminator: top-level fields that must
       be present; such a rule only matches a payload that carries none of the
-      translator's discriminator fields. Exactly one of the two is given.
+      translator's discriminator fields. Give exactly one of the two.
     - ``fields``: ``"name"`` (same on both sides), ``("legacy.path", "data.path")``
       or a :class:`FieldMap`.
     - ``constants``: top-level legacy fields with a fixed value (JSON scalars),
       rebuilt by ``to_legacy``.
-    - ``data_constants``: ``data`` entries (JSON scalars) added by ``to_standard``;
-      ``to_legacy`` prefers the rule whose ``data_constants`` all match.
+    - ``data_constants``: ``data`` entries (JSON scalars) added by
+      ``to_standard``; they select this rule in ``to_legacy``.
     - ``timestamp_field``: the legacy field holding the event time (``None``: none).
     """
 
@@ -162,10 +169,13 @@ class TranslationRule:
     _legacy_constants: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        compiled = tuple(_compile(spec) for spec in self.fields)
         legacy_constants = dict(self.constants)
         if self.discriminator is not None:
             legacy_constants = {self.discriminator[0]: self.discriminator[1], **legacy_constants}
+        try:
+            compiled = tuple(_compile(spec) for spec in self.fields)
+        except ValueError as exc:
+            raise ValueError(f"translation rule {self.name!r}: {exc}") from None
         object.__setattr__(self, "_fields", compiled)
         object.__setattr__(self, "_legacy_constants", legacy_constants)
         problems = self._problems()
@@ -184,26 +194,27 @@ class TranslationRule:
             problems.append("give exactly one of discriminator and requires")
         if self.discriminator is not None and self.discriminator[0] in self.constants:
             problems.append("the discriminator field is also a constant")
-        if self.timestamp_field is not None and self.timestamp_field in self._legacy_constants:
+        if self.timestamp_field in self._legacy_constants:
             problems.append("the timestamp field is also a constant")
         for name, value in (*self.constants.items(), *self.data_constants.items()):
             if not _is_scalar(value):
                 problems.append(f"constant {name!r} must be a JSON scalar")
-        fixed = set(self._legacy_constants) | {self.timestamp_field}
-        legacy_paths = [f.legacy for f in self._fields]
-        standard_paths = [f.standard for f in self._fields]
-        problems += _overlaps("legacy", legacy_paths)
-        problems += _overlaps("data", standard_paths)
-        for path in legacy_paths:
-            if path[0] in fixed:
-                problems.append(f"legacy field {'.'.join(path)!r} is a constant or the timestamp")
-        reserved = _RESERVED_DATA_KEYS | set(self.data_constants)
-        for path in standard_paths:
-            if path[0] in reserved:
-                problems.append(f"data key {'.'.join(path)!r} is reserved or a data constant")
+        problems += _overlaps("legacy", [f.legacy for f in self._fields])
+        problems += _overlaps("data", [f.standard for f in self._fields])
+        fixed = {*self._legacy_constants, self.timestamp_field}
         problems += [
-            f"data constant {k!r} is reserved"
-            for k in _RESERVED_DATA_KEYS & set(self.data_constants)
+            f"legacy field {'.'.join(f.legacy)!r} is a constant or the timestamp"
+            for f in self._fields
+            if f.legacy[0] in fixed
+        ]
+        taken = _RESERVED | set(self.data_constants)
+        problems += [
+            f"data key {'.'.join(f.standard)!r} is reserved or a data constant"
+            for f in self._fields
+            if f.standard[0] in taken
+        ]
+        problems += [
+            f"data constant {k!r} is reserved" for k in _RESERVED & set(self.data_constants)
         ]
         return problems
 
@@ -226,19 +237,28 @@ class Translation:
 
     @property
     def topic(self) -> str:
-        """The topic to broadcast ``message`` on."""
-        assert self.message.topic is not None  # to_standard always sets it
-        return self.message.topic
+        """The topic to broadcast ``message`` on (the same as ``message.topic``)."""
+        return self.message.topic or ""
+
+
+class _Plan(NamedTuple):
+    """A rule plus what the translator derived for it from the other rules."""
+
+    rule: TranslationRule
+    escaped: frozenset[str]  # unknown legacy fields that must go under "extra"
+    containers: dict[str, frozenset[str]]  # nested data key -> its mapped children
 
 
 class Translator:
-    """Applies translation rules; counts what it translated.
+    """Applies translation rules and counts what it translated.
 
     Keyword-only configuration: ``rules`` (default :func:`default_rules`),
     ``untranslated_topic`` for payloads no rule matches (default ``"custom"``),
-    ``clock`` returning the envelope timestamp for payloads without one.
-    Raises ``ValueError`` for duplicate rule names or discriminators, or an
-    invalid topic. Not thread-safe (the counters); one per event loop.
+    ``clock`` giving the envelope timestamp when a payload carries none.
+    Raises ``ValueError`` when two rules share a name or a discriminator, when two
+    rules of one type have the same ``data_constants`` (``to_legacy`` could not
+    tell them apart) or a rule maps to a key that selects between others, and for
+    an invalid topic. Not thread-safe (the counters): use one per event loop.
     """
 
     def __init__(
@@ -250,37 +270,51 @@ class Translator:
     ) -> None:
         if TOPIC_PATTERN.fullmatch(untranslated_topic) is None:
             raise ValueError(f"invalid untranslated_topic {untranslated_topic!r}")
-        self._rules = tuple(default_rules() if rules is None else rules)
         self.untranslated_topic = untranslated_topic
+        self._rules = tuple(default_rules() if rules is None else rules)
         self._clock = clock
-        self._by_discriminator: dict[str, dict[str, TranslationRule]] = {}
-        self._keyless: list[TranslationRule] = []
-        reverse: dict[MessageType, list[TranslationRule]] = {}
-        names: set[str] = set()
-        for rule in self._rules:
-            if rule.name in names:
-                raise ValueError(f"duplicate translation rule name {rule.name!r}")
-            names.add(rule.name)
-            if rule.discriminator is None:
-                self._keyless.append(rule)
-            else:
-                key, value = rule.discriminator
-                by_value = self._by_discriminator.setdefault(key, {})
-                if value in by_value:
-                    raise ValueError(
-                        f"rules {by_value[value].name!r} and {rule.name!r} both "
-                        f"match {key} == {value!r}"
-                    )
-                by_value[value] = rule
-            reverse.setdefault(rule.message_type, []).append(rule)
-        # Most specific first; sorted() is stable, so ties keep registration order.
-        self._reverse = {
-            t: tuple(sorted(rs, key=lambda r: -len(r.data_constants))) for t, rs in reverse.items()
-        }
+        self._by_discriminator: dict[str, dict[str, _Plan]] = {}
+        self._keyless: list[_Plan] = []
+        self._reverse: dict[MessageType, tuple[_Plan, ...]] = {}
+        self._index(self._rules)
         self._matched: Counter[str] = Counter({rule.name: 0 for rule in self._rules})
         self._untranslated = 0
         self._errors = 0
         self._collisions = 0
+
+    def _index(self, rules: tuple[TranslationRule, ...]) -> None:
+        names = Counter(rule.name for rule in rules)
+        duplicates = sorted(name for name, n in names.items() if n > 1)
+        if duplicates:
+            raise ValueError(f"translation rule names must be unique: {duplicates!r}")
+        seen: dict[tuple[str, str], str] = {}
+        for rule in rules:
+            if rule.discriminator is not None:
+                if rule.discriminator in seen:
+                    key, value = rule.discriminator
+                    raise ValueError(
+                        f"rules {seen[rule.discriminator]!r} and {rule.name!r} both match "
+                        f"{key} == {value!r}"
+                    )
+                seen[rule.discriminator] = rule.name
+        by_type: dict[MessageType, list[TranslationRule]] = {}
+        for rule in rules:
+            by_type.setdefault(rule.message_type, []).append(rule)
+        plans: dict[str, _Plan] = {}
+        for message_type, group in by_type.items():
+            selectors = frozenset(k for rule in group for k in rule.data_constants)
+            for rule in group:
+                plans[rule.name] = _plan(rule, selectors, group)
+            # Most specific first; sorted() is stable, so ties keep registration order.
+            self._reverse[message_type] = tuple(
+                sorted((plans[r.name] for r in group), key=lambda p: -len(p.rule.data_constants))
+            )
+        for rule in rules:
+            if rule.discriminator is None:
+                self._keyless.append(plans[rule.name])
+            else:
+                key, value = rule.discriminator
+                self._by_discriminator.setdefault(key, {})[value] = plans[rule.name]
 
     @property
     def rules(self) -> tuple[TranslationRule, ...]:
@@ -298,7 +332,7 @@ class Translator:
 
         ``rules`` counts ``to_standard`` matches per rule (every rule listed);
         ``errors`` counts TranslationErrors raised in either direction;
-        ``collisions`` counts data keys ``to_legacy`` had to drop.
+        ``collisions`` counts ``data`` keys ``to_legacy`` had to drop.
         """
         return {
             "rules": dict(self._matched),
@@ -312,11 +346,11 @@ class Translator:
     def to_standard(self, payload: dict[str, Any]) -> Translation:
         """Translate a legacy payload; never drops it (unknown shapes become ``custom``).
 
-        The rule is found by a dict lookup on each discriminator field's value
-        (then the few rules without one are tried in order). Raises
-        :class:`TranslationError` when ``payload`` is not a dict, is not
-        JSON-serializable, or the matching rule raises. The payload is not
-        modified; the message may share nested values with it.
+        The rule is found by a dict lookup on each discriminator field's value;
+        only a payload without any discriminator field is tried against the few
+        rules that have none, in order. Raises :class:`TranslationError` when
+        ``payload`` is not a dict, is not JSON-serializable, or the rule raises.
+        ``payload`` is not modified; the message may share nested values with it.
         """
         if not isinstance(payload, dict):
             self._errors += 1
@@ -326,44 +360,46 @@ class Translator:
         except TypeError as exc:
             self._errors += 1
             raise TranslationError(None, f"payload is not JSON-serializable: {exc}") from exc
-        rule = self._match(payload)
-        if rule is None:
+        plan = self._match(payload)
+        if plan is None:
             self._untranslated += 1
             stamp = payload.get("timestamp")
-            return Translation(
-                _message(
-                    MessageType.CUSTOM,
-                    {LEGACY_KEY: payload},
-                    stamp if isinstance(stamp, str) else self._clock(),
-                    self.untranslated_topic,
-                ),
-                None,
+            message = WebSocketMessage(
+                type=MessageType.CUSTOM,
+                data={LEGACY_KEY: payload},
+                timestamp=stamp if isinstance(stamp, str) else self._clock(),
+                topic=self.untranslated_topic,
             )
+            return Translation(message, None)
+        rule = plan.rule
         try:
-            data, stamp = _forward(rule, payload)
+            data, stamp = _forward(plan, payload)
         except Exception as exc:
             self._errors += 1
             raise TranslationError(rule.name, f"{type(exc).__name__}: {exc}") from exc
         self._matched[rule.name] += 1
-        message = _message(
-            rule.message_type, data, stamp if stamp is not None else self._clock(), rule.topic
+        message = WebSocketMessage(
+            type=rule.message_type,
+            data=data,
+            timestamp=stamp if stamp is not None else self._clock(),
+            topic=rule.topic,
         )
         return Translation(message, rule.name)
 
-    def _match(self, payload: dict[str, Any]) -> TranslationRule | None:
+    def _match(self, payload: dict[str, Any]) -> _Plan | None:
         discriminated = False
         for key, by_value in self._by_discriminator.items():
             if key in payload:
                 discriminated = True
                 value = payload[key]
-                rule = by_value.get(value) if isinstance(value, str) else None
-                if rule is not None:
-                    return rule
+                plan = by_value.get(value) if isinstance(value, str) else None
+                if plan is not None:
+                    return plan
         if discriminated:
             return None  # a discriminated shape no rule knows is not a keyless one
-        for rule in self._keyless:
-            if all(key in payload for key in rule.requires):
-                return rule
+        for plan in self._keyless:
+            if all(key in payload for key in plan.rule.requires):
+                return plan
         return None
 
     # -- standard -> legacy ----------------------------------------------------------
@@ -373,9 +409,10 @@ class Translator:
 
         ``message`` is a :class:`WebSocketMessage` or its wire dict (``topic``,
         ``seq``, ``epoch`` and ``id`` are ignored). ``None``: protocol messages,
-        types without a rule, ``custom`` messages not wrapping a legacy payload
+        types no rule produces, ``custom`` messages not wrapping a legacy payload
         (a wrapped one is returned as is). Raises :class:`TranslationError` for a
-        malformed wire dict or a rule that raises.
+        malformed wire dict or a rule that raises. The payload may share nested
+        values with ``message``.
         """
         message_type, data, stamp = self._read(message)
         if message_type in PROTOCOL_TYPES:
@@ -402,7 +439,7 @@ class Translator:
         if not isinstance(message, Mapping):
             self._errors += 1
             raise TranslationError(
-                None, f"expected a message or a wire dict, not {type(message).__name__}"
+                None, f"expected a WebSocketMessage or its wire dict, not {type(message).__name__}"
             )
         raw_type, data, stamp = (
             message.get("type"),
@@ -424,17 +461,43 @@ class Translator:
     def _reverse_rule(
         self, message_type: MessageType, data: dict[str, Any]
     ) -> TranslationRule | None:
-        for rule in self._reverse.get(message_type, ()):
-            if all(k in data and _same(data[k], v) for k, v in rule.data_constants.items()):
-                return rule
+        for plan in self._reverse.get(message_type, ()):
+            constants = plan.rule.data_constants
+            if all(k in data and _same(data[k], v) for k, v in constants.items()):
+                return plan.rule
         return None
+
+
+def _plan(rule: TranslationRule, selectors: frozenset[str], group: list[TranslationRule]) -> _Plan:
+    """Check ``rule`` against the other rules of its type and derive its plan."""
+    others = [r for r in group if r is not rule]
+    if any(dict(r.data_constants) == dict(rule.data_constants) for r in others):
+        raise ValueError(
+            f"rules of type {rule.message_type.value!r} need distinct data_constants "
+            f"({rule.name!r} has {dict(rule.data_constants)!r} like another)"
+        )
+    mapped = {f.standard[0] for f in rule._fields}
+    clash = mapped & {k for r in others for k in r.data_constants}
+    if clash:
+        raise ValueError(f"rule {rule.name!r} maps to {sorted(clash)!r}, which select other rules")
+    containers: dict[str, set[str]] = {}
+    for spec in rule._fields:
+        if len(spec.standard) > 1:
+            containers.setdefault(spec.standard[0], set()).add(spec.standard[1])
+    leaves = {f.standard[0] for f in rule._fields if len(f.standard) == 1}
+    return _Plan(
+        rule,
+        frozenset(_RESERVED | selectors | leaves),
+        {name: frozenset(kids) for name, kids in containers.items()},
+    )
 
 
 # -- the two directions, as plain functions over one rule ---------------------------------
 
 
-def _forward(rule: TranslationRule, payload: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """Return ``(data, timestamp or None)`` for a payload ``rule`` matched."""
+def _forward(plan: _Plan, payload: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """Return ``(data, timestamp or None)`` for a payload ``plan.rule`` matched."""
+    rule = plan.rule
     remaining = dict(payload)
     omitted: list[str] = []
     for key, value in rule._legacy_constants.items():
@@ -454,8 +517,19 @@ def _forward(rule: TranslationRule, payload: dict[str, Any]) -> tuple[dict[str, 
         if found:
             _set_path(data, spec.standard, value if spec.forward is None else spec.forward(value))
     data.update(rule.data_constants)
-    if remaining:
-        data[EXTRA_KEY] = remaining
+    extra: dict[Any, Any] = {}
+    for key, value in remaining.items():
+        kids = plan.containers.get(key)
+        if key in plan.escaped:
+            extra[key] = value
+        elif kids is None:
+            data[key] = value
+        elif isinstance(value, dict) and value and kids.isdisjoint(value):
+            data[key] = {**data.get(key, {}), **value}
+        else:
+            extra[key] = value
+    if extra:
+        data[EXTRA_KEY] = extra
     if omitted:
         data[OMITTED_KEY] = omitted
     return data, stamp
@@ -467,7 +541,7 @@ def _backward(
     """Return ``(legacy payload, collisions)`` for a message ``rule`` was chosen for."""
     leftover = dict(data)
     for key in rule.data_constants:
-        leftover.pop(key, None)
+        del leftover[key]  # present: they selected the rule
     omitted = leftover.get(OMITTED_KEY)
     if isinstance(omitted, list) and all(isinstance(k, str) for k in omitted):
         del leftover[OMITTED_KEY]
@@ -478,33 +552,25 @@ def _backward(
         del leftover[EXTRA_KEY]
     else:
         extra = {}
-    payload = {k: v for k, v in rule._legacy_constants.items() if k not in omitted}
-    if rule.timestamp_field is not None and rule.timestamp_field not in omitted:
-        payload[rule.timestamp_field] = stamp
-    payload.update(extra)  # restores a differing constant or a non-string timestamp
-    collisions = 0
+    mapped = []
     for spec in rule._fields:
         found, value = _pop_path(leftover, spec.standard)
         if found:
-            value = value if spec.backward is None else spec.backward(value)
-            collisions += _set_path(payload, spec.legacy, value)
-    for key, value in leftover.items():
-        if key in payload:
-            collisions += 1
-        else:
-            payload[key] = value
+            mapped.append((spec.legacy, value if spec.backward is None else spec.backward(value)))
+    payload = {k: v for k, v in rule._legacy_constants.items() if k not in omitted}
+    if rule.timestamp_field is not None and rule.timestamp_field not in omitted:
+        payload[rule.timestamp_field] = stamp
+    # Unmapped keys win over a constant or the envelope timestamp: that is how a
+    # differing constant or a non-string timestamp comes back.
+    payload.update(leftover)
+    payload.update(extra)
+    collisions = sum(_set_path(payload, path, value) for path, value in mapped)
     if rule.discriminator is not None:
         key, value = rule.discriminator
         if not _same(payload.get(key), value):
-            collisions += key in payload
+            collisions += 1
             payload[key] = value
     return payload, collisions
-
-
-def _message(
-    message_type: MessageType, data: dict[str, Any], stamp: str, topic: str
-) -> WebSocketMessage:
-    return WebSocketMessage(type=message_type, data=data, timestamp=stamp, topic=topic)
 
 
 # -- small helpers --------------------------------------------------------------------------
@@ -530,8 +596,8 @@ def _overlaps(side: str, paths: list[_Path]) -> list[str]:
     problems = []
     for i, a in enumerate(paths):
         for b in paths[i + 1 :]:
-            short, long = (a, b) if len(a) <= len(b) else (b, a)
-            if long[: len(short)] == short:
+            n = min(len(a), len(b))
+            if a[:n] == b[:n]:
                 problems.append(f"{side} paths {'.'.join(a)!r} and {'.'.join(b)!r} overlap")
     return problems
 
@@ -548,9 +614,9 @@ def _same(a: object, b: object) -> bool:
 def _pop_path(root: dict[Any, Any], path: _Path) -> tuple[bool, Any]:
     """Remove ``path`` from ``root`` and return ``(found, value)``.
 
-    Nested dicts along the path are copied before they are changed (the
-    caller's payload is never mutated); a dict left empty by the removal is
-    removed too, while one that was empty to begin with stays.
+    Nested dicts along the path are copied before they change (the caller's
+    objects are never mutated); a dict left empty by the removal goes too, while
+    one that was empty to begin with stays.
     """
     head = path[0]
     if head not in root:
@@ -571,7 +637,7 @@ def _pop_path(root: dict[Any, Any], path: _Path) -> tuple[bool, Any]:
 
 
 def _set_path(root: dict[Any, Any], path: _Path, value: Any) -> bool:
-    """Set ``path`` in ``root``, copying nested dicts; True if something was overwritten."""
+    """Set ``path`` in ``root`` (copying nested dicts); True if it overwrote something."""
     overwrote = False
     node = root
     for key in path[:-1]:
@@ -594,7 +660,7 @@ TRAINING: Final = "training"
 MODELS: Final = "models"
 SYSTEM: Final = "system"
 
-#: The guide's ``training_progress`` keys, plus the legacy-only ones under their own names.
+#: The guide's ``training_progress`` keys, then the legacy-only ones under their own names.
 PROGRESS_FIELDS: Final = (
     "session_id",
     "progress",
@@ -611,11 +677,12 @@ PROGRESS_FIELDS: Final = (
 def default_rules() -> tuple[TranslationRule, ...]:
     """Return one rule per shape of :data:`legacy.catalogue.CATALOGUE`.
 
-    ``training_update`` is ``training_progress``'s default legacy shape, the
-    typeless ``bare_progress`` is told apart by ``data["legacy_shape"]``;
-    ``phase_update``'s three shapes are told apart by ``data["status"]``
-    (``started``: ``phase_change``, ``completed``: ``phase_complete``, else the
-    nested ``update``).
+    ``training_progress`` comes from ``training_update`` (its default legacy
+    shape) or the typeless ``bare_progress`` (``data["legacy_shape"]``);
+    ``phase_update``'s three shapes are told apart by ``data["status"]``:
+    ``"started"`` is a ``phase_change``, ``"completed"`` a ``phase_complete``,
+    anything else the nested ``update``. ``model_created`` nests the model's
+    name, parameter count and phase under ``model_info``, as the guide does.
     """
     t = MessageType
     return (
