@@ -71,17 +71,12 @@ __all__ = [
     "DEFAULT_UNTRANSLATED_TOPIC",
     "EXTRA_KEY",
     "LEGACY_KEY",
-    "MODELS",
     "OMITTED_KEY",
-    "PROGRESS_FIELDS",
-    "SYSTEM",
-    "TRAINING",
     "FieldMap",
     "Translation",
     "TranslationError",
     "TranslationRule",
     "Translator",
-    "default_rules",
 ]
 
 #: ``data`` key carrying legacy fields whose names mean something else in ``data``.
@@ -252,7 +247,7 @@ class _Plan(NamedTuple):
 class Translator:
     """Applies translation rules and counts what it translated.
 
-    Keyword-only configuration: ``rules`` (default :func:`default_rules`),
+    Keyword-only configuration: ``rules`` (default :func:`shim.rules.default_rules`),
     ``untranslated_topic`` for payloads no rule matches (default ``"custom"``),
     ``clock`` giving the envelope timestamp when a payload carries none.
     Raises ``ValueError`` when two rules share a name or a discriminator, when two
@@ -271,7 +266,11 @@ class Translator:
         if TOPIC_PATTERN.fullmatch(untranslated_topic) is None:
             raise ValueError(f"invalid untranslated_topic {untranslated_topic!r}")
         self.untranslated_topic = untranslated_topic
-        self._rules = tuple(default_rules() if rules is None else rules)
+        if rules is None:
+            from .rules import default_rules  # the catalogue's rules import this module
+
+            rules = default_rules()
+        self._rules = tuple(rules)
         self._clock = clock
         self._by_discriminator: dict[str, dict[str, _Plan]] = {}
         self._keyless: list[_Plan] = []
@@ -652,131 +651,3 @@ def _set_path(root: dict[Any, Any], path: _Path, value: Any) -> bool:
     overwrote = overwrote or path[-1] in node
     node[path[-1]] = value
     return overwrote
-
-
-# -- the default rules: one per shape in legacy.catalogue ---------------------------------
-
-TRAINING: Final = "training"
-MODELS: Final = "models"
-SYSTEM: Final = "system"
-
-#: The guide's ``training_progress`` keys, then the legacy-only ones under their own names.
-PROGRESS_FIELDS: Final = (
-    "session_id",
-    "progress",
-    "current_epoch",
-    "loss",
-    "metrics",
-    "estimated_time_remaining",
-    "phase_name",
-    "message",
-    "status",
-)
-
-
-def default_rules() -> tuple[TranslationRule, ...]:
-    """Return one rule per shape of :data:`legacy.catalogue.CATALOGUE`.
-
-    ``training_progress`` comes from ``training_update`` (its default legacy
-    shape) or the typeless ``bare_progress`` (``data["legacy_shape"]``);
-    ``phase_update``'s three shapes are told apart by ``data["status"]``:
-    ``"started"`` is a ``phase_change``, ``"completed"`` a ``phase_complete``,
-    anything else the nested ``update``. ``model_created`` nests the model's
-    name, parameter count and phase under ``model_info``, as the guide does.
-    """
-    t = MessageType
-    return (
-        TranslationRule(
-            "training_update",
-            t.TRAINING_PROGRESS,
-            TRAINING,
-            discriminator=("type", "training_update"),
-            fields=PROGRESS_FIELDS,
-        ),
-        TranslationRule(
-            "bare_progress",
-            t.TRAINING_PROGRESS,
-            TRAINING,
-            requires=("progress",),
-            fields=("progress", ("session", "session_id")),
-            data_constants={"legacy_shape": "bare_progress"},
-            timestamp_field=None,
-        ),
-        TranslationRule(
-            "training_started",
-            t.TRAINING_STARTED,
-            TRAINING,
-            discriminator=("type", "training_started"),
-            fields=(("task_id", "session_id"), ("config", "parameters"), "phase_name", "message"),
-        ),
-        TranslationRule(
-            "training_complete",
-            t.TRAINING_COMPLETED,
-            TRAINING,
-            discriminator=("type", "training_complete"),
-            constants={"status": "completed"},
-            fields=("session_id", "message", ("final_metrics", "metrics")),
-        ),
-        TranslationRule(
-            "training_error",
-            t.TRAINING_FAILED,
-            TRAINING,
-            discriminator=("type", "training_error"),
-            constants={"status": "failed"},
-            fields=("session_id", "phase_name", "error"),
-        ),
-        TranslationRule(
-            "phase_change",
-            t.PHASE_UPDATE,
-            TRAINING,
-            discriminator=("type", "phase_change"),
-            data_constants={"status": "started"},
-            fields=(("to_phase", "phase_name"), ("from_phase", "previous_phase")),
-        ),
-        TranslationRule(
-            "phase_complete",
-            t.PHASE_UPDATE,
-            TRAINING,
-            discriminator=("type", "phase_complete"),
-            data_constants={"status": "completed"},
-            fields=("phase_name", "models_completed", "total_models", "duration_seconds"),
-        ),
-        TranslationRule(
-            "nested_update",
-            t.PHASE_UPDATE,
-            TRAINING,
-            discriminator=("type", "update"),
-            timestamp_field=None,
-            fields=(
-                ("payload.phase", "phase_name"),
-                ("payload.progress", "progress"),
-                ("payload.step", "message"),
-            ),
-        ),
-        TranslationRule(
-            "model_created",
-            t.MODEL_CREATED,
-            MODELS,
-            discriminator=("type", "model_created"),
-            fields=(
-                "model_id",
-                ("model_name", "model_info.name"),
-                ("parameters", "model_info.parameter_count"),
-                ("phase_name", "model_info.phase_name"),
-            ),
-        ),
-        TranslationRule(
-            "model_updated",
-            t.MODEL_UPDATED,
-            MODELS,
-            discriminator=("event", "model_updated"),
-            fields=("model_id", "changes"),
-        ),
-        TranslationRule(
-            "status",
-            t.SYSTEM_STATUS,
-            SYSTEM,
-            discriminator=("type", "status"),
-            fields=("status", "message", "active_phases"),
-        ),
-    )

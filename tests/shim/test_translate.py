@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from legacy.catalogue import CATALOGUE, CatalogueEntry, entry
 from service.messages import MessageType, WebSocketMessage, encode
+from shim.rules import default_rules
 from shim.translate import (
     EXTRA_KEY,
     OMITTED_KEY,
@@ -19,7 +20,6 @@ from shim.translate import (
     TranslationError,
     TranslationRule,
     Translator,
-    default_rules,
 )
 from tests.legacy.strategies import (
     json_values,
