@@ -223,11 +223,14 @@ def create_app(
         if body.endpoint not in ENDPOINTS:
             raise HTTPException(404, f"unknown endpoint {body.endpoint!r}")
         path = flag_settings.toggles_file
-        try:
+
+        def edit() -> None:
             document = read_document(path)
-            write_document(
-                path, set_endpoint_stage(document, body.endpoint, body.stage, percent=body.percent)
-            )
+            changed = set_endpoint_stage(document, body.endpoint, body.stage, percent=body.percent)
+            write_document(path, changed)
+
+        try:
+            await asyncio.to_thread(edit)  # file I/O and fsync stay off the event loop
         except (FlagsError, ValueError) as exc:
             raise HTTPException(400, str(exc)) from None
         return {"endpoint": body.endpoint, "stage": body.stage.value, "percent": body.percent}
