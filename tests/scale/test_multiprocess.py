@@ -1,0 +1,151 @@
+"""The reference backend across processes on the real Redis: every client gets every message once.
+
+Two server processes on different ports, the first one with ``--workers 2``; 200
+new-protocol clients spread over them; models created through REST on both
+ports. Each broadcast goes through Redis, so each client must receive each
+``model_created`` exactly once, in publish order (consecutive ``seq``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+from flags import read_document, set_endpoint_stage, write_document
+from shim.stages import Stage
+from tests.support import UNIT, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.redis]
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIENTS = 200
+MODELS = 20
+
+
+def start_server(port: int, env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "reference.app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+    ]
+    return subprocess.Popen(argv, cwd=ROOT, env=env)
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[int]]:
+    toggles = tmp_path / "toggles.json"
+    shutil.copy(ROOT / "flags" / "toggles.json", toggles)
+    write_document(toggles, set_endpoint_stage(read_document(toggles), "/ws", Stage.NEW))
+    prefix = f"test-mp-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "BROKER_URL": f"redis://127.0.0.1:6379/0?prefix={prefix}",
+        "FLAGS_FILE": str(toggles),
+        "TRAINING_AUTOPILOT_SECONDS": "0",
+        "LOG_LEVEL": "warning",
+    }
+    ports = [free_port(), free_port()]
+    processes = [start_server(ports[0], env, 2), start_server(ports[1], env, 1)]
+    try:
+        yield ports
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(10 * UNIT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=6379)
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+async def wait_ready(port: int) -> None:
+    async with httpx.AsyncClient() as http:
+        for _ in range(int(300 * UNIT)):
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"server on {port} never became ready")
+
+
+async def open_client(port: int) -> ClientConnection:
+    ws = await connect(
+        f"ws://127.0.0.1:{port}/ws", subprotocols=[Subprotocol("envelope.v1")], open_timeout=10
+    )
+    hello = orjson.loads(await asyncio.wait_for(ws.recv(), 10 * UNIT))
+    assert hello["type"] == "connection_established"
+    return ws
+
+
+async def collect_models(ws: ClientConnection) -> list[dict[str, object]]:
+    got: list[dict[str, object]] = []
+    async with asyncio.timeout(30 * UNIT):
+        while len(got) < MODELS:
+            frame = orjson.loads(await ws.recv())
+            if frame["type"] == "model_created":
+                got.append(frame)
+    with pytest.raises(TimeoutError):  # and nothing more
+        async with asyncio.timeout(0.3 * UNIT):
+            while True:
+                frame = orjson.loads(await ws.recv())
+                if frame["type"] == "model_created":
+                    got.append(frame)
+                    break
+    return got
+
+
+async def test_two_processes_and_two_workers_deliver_every_message_once_in_order(
+    servers: list[int],
+) -> None:
+    for port in servers:
+        await wait_ready(port)
+    clients = [await open_client(servers[i % 2]) for i in range(CLIENTS)]
+    try:
+        await asyncio.sleep(0.5 * UNIT)  # every worker's Redis subscription is confirmed
+        collectors = [asyncio.create_task(collect_models(ws)) for ws in clients]
+        async with httpx.AsyncClient() as http:
+            for i in range(MODELS):
+                port = servers[i % 2]
+                answer = await http.post(
+                    f"http://127.0.0.1:{port}/api/models", json={"name": f"model-{i}"}
+                )
+                assert answer.status_code == 200
+        results = await asyncio.gather(*collectors)
+        for got in results:
+            names = [frame["data"]["model_info"]["name"] for frame in got]  # type: ignore[index]
+            assert names == [f"model-{i}" for i in range(MODELS)]
+            seqs = [frame["seq"] for frame in got]
+            assert seqs == list(range(seqs[0], seqs[0] + MODELS))  # type: ignore[operator]
+            assert len({frame["epoch"] for frame in got}) == 1
+    finally:
+        await asyncio.gather(*(ws.close() for ws in clients), return_exceptions=True)
