@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -107,8 +108,8 @@ async def open_client(port: int) -> ClientConnection:
     return ws
 
 
-async def collect_models(ws: ClientConnection) -> list[dict[str, object]]:
-    got: list[dict[str, object]] = []
+async def collect_models(ws: ClientConnection) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
     async with asyncio.timeout(30 * UNIT):
         while len(got) < MODELS:
             frame = orjson.loads(await ws.recv())
@@ -142,10 +143,10 @@ async def test_two_processes_and_two_workers_deliver_every_message_once_in_order
                 assert answer.status_code == 200
         results = await asyncio.gather(*collectors)
         for got in results:
-            names = [frame["data"]["model_info"]["name"] for frame in got]  # type: ignore[index]
+            names = [frame["data"]["model_info"]["name"] for frame in got]
             assert names == [f"model-{i}" for i in range(MODELS)]
             seqs = [frame["seq"] for frame in got]
-            assert seqs == list(range(seqs[0], seqs[0] + MODELS))  # type: ignore[operator]
+            assert seqs == list(range(seqs[0], seqs[0] + MODELS))
             assert len({frame["epoch"] for frame in got}) == 1
     finally:
         await asyncio.gather(*(ws.close() for ws in clients), return_exceptions=True)
