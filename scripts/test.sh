@@ -16,3 +16,5 @@ mypy
 echo "== pytest"
 mkdir -p artifacts
 pytest -p no:cacheprovider --junitxml=artifacts/junit.xml "$@"
+echo "== legacy vs new comparison (scenarios/)"
+bash .ci/compare

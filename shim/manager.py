@@ -306,6 +306,10 @@ class CompatWebSocketManager:
             return
         if payload is None:
             return
+        # What the legacy side delivers is this very message in the old shape; compare
+        # it as such (a topic=None broadcast keeps topic None instead of the rule's).
+        wire = message.model_copy(update={"topic": topic}).to_wire()
+        self._cached(payload, lambda: wire)
         async with self._flip_gate().broadcast():
             await self.legacy.broadcast(payload)
             self._reap_dead_legacy_ports()
