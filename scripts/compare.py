@@ -34,15 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import structlog
 
-from shim.replay import (
-    COMPARED_STAGES,
-    Comparison,
-    RecordingError,
-    ScenarioRuns,
-    break_rule,
-    compare,
-    record,
-)
+from shim.comparison import Comparison, ScenarioRuns, compare
+from shim.record import RecordingError, record
+from shim.replay import COMPARED_STAGES, break_rule
 from shim.scenario import (
     ScenarioError,
     dump_scenario,

@@ -12,18 +12,12 @@ In ``shadow`` the legacy side delivers and the new side records; in ``live`` the
 other way round; either way the differ compares both, connection by connection,
 after a forced flush. Independently of the differ, every client must get every
 event at most once: a timeline step that puts more than one event frame on one
-client's socket is a :class:`Duplicate`. :func:`compare` runs many scenarios in
-several stages; :class:`Comparison` renders the outcome as a text table, JSON,
-JUnit XML and Markdown.
+client's socket is a :class:`Duplicate`.
 
 :func:`break_rule` returns translation rules with one rule deliberately broken
 (its mapped fields come back wrong to old clients), to show a comparison failing.
-:func:`record` captures what an old client receives from a running backend on
-127.0.0.1, to be saved with :func:`shim.scenario.recorded_scenario`.
-
-Exceptions::
-
-    RecordingError   record() refused the URL or could not connect (``url``, ``reason``)
+Many scenarios in several stages: :mod:`shim.comparison`; capturing traffic from
+a running backend: :mod:`shim.record`.
 """
 
 from __future__ import annotations
@@ -33,11 +27,9 @@ import contextlib
 import copy
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
-from xml.etree import ElementTree
 
 import orjson
 
@@ -55,19 +47,12 @@ from .wire import ENVELOPE_SUBPROTOCOL, WireFormat
 
 __all__ = [
     "COMPARED_STAGES",
-    "LOCAL_HOSTS",
     "ClientDelivery",
-    "Comparison",
     "Duplicate",
-    "Recording",
-    "RecordingError",
     "ReplaySocket",
     "RunResult",
-    "ScenarioRuns",
     "break_rule",
     "broken_value",
-    "compare",
-    "record",
     "replay",
 ]
 
@@ -468,218 +453,6 @@ def _as_field_map(spec: str | tuple[str, str] | FieldMap) -> FieldMap:
     return FieldMap(spec[0], spec[1])
 
 
-# -- many scenarios, several stages ------------------------------------------------------
-
-
-@dataclass
-class ScenarioRuns:
-    """One scenario (and the file it came from) with one result per stage."""
-
-    scenario: Scenario
-    source: str
-    runs: list[RunResult] = field(default_factory=list)
-
-    @property
-    def failed(self) -> bool:
-        return any(run.failed for run in self.runs)
-
-
-Progress = Callable[[int, int, ScenarioRuns], None]
-
-
-async def compare(
-    scenarios: Sequence[tuple[str, Scenario]],
-    *,
-    stages: Sequence[Stage] = COMPARED_STAGES,
-    rules: Sequence[TranslationRule] | None = None,
-    progress: Progress | None = None,
-) -> Comparison:
-    """Replay every ``(source, scenario)`` in every stage, in order.
-
-    ``progress(done, total, runs)`` is called after each scenario.
-    """
-    results: list[ScenarioRuns] = []
-    for number, (source, scenario) in enumerate(scenarios, start=1):
-        runs = ScenarioRuns(scenario, source)
-        for stage in stages:
-            runs.runs.append(await replay(scenario, stage, rules=rules))
-        results.append(runs)
-        if progress is not None:
-            progress(number, len(scenarios), runs)
-    return Comparison(results)
-
-
-@dataclass
-class Comparison:
-    """The outcome of :func:`compare`, with its text, JSON, JUnit and Markdown forms."""
-
-    results: list[ScenarioRuns]
-
-    @property
-    def runs(self) -> list[RunResult]:
-        return [run for result in self.results for run in result.runs]
-
-    @property
-    def unexpected_total(self) -> int:
-        return sum(run.unexpected for run in self.runs)
-
-    @property
-    def duplicates_total(self) -> int:
-        return sum(len(run.duplicates) for run in self.runs)
-
-    @property
-    def ok(self) -> bool:
-        """True when no run has an unexpected mismatch or a duplicate delivery."""
-        return not any(run.failed for run in self.runs)
-
-    def verdict(self) -> str:
-        runs = len(self.runs)
-        if self.ok:
-            return f"OK: {runs} run(s), no unexpected mismatch, no duplicate delivery"
-        failed = sum(1 for run in self.runs if run.failed)
-        return (
-            f"FAILED: {failed} of {runs} run(s): {self.unexpected_total} unexpected"
-            f" mismatch(es), {self.duplicates_total} duplicate delivery(ies)"
-        )
-
-    def summary_table(self) -> str:
-        """A fixed-width table: one row per scenario and stage."""
-        rows = [_SUMMARY_HEADER, *self._rows()]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(_SUMMARY_HEADER))]
-        lines = []
-        for row in rows:
-            cells = [
-                cell.ljust(width) if i in (0, 1, len(row) - 1) else cell.rjust(width)
-                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-            ]
-            lines.append("  ".join(cells).rstrip())
-        return "\n".join(lines)
-
-    def _rows(self) -> list[tuple[str, ...]]:
-        return [
-            _summary_row(run, len(result.scenario.clients))
-            for result in self.results
-            for run in result.runs
-        ]
-
-    def failures_text(self, *, limit: int | None = 50) -> str:
-        """Each failed run's unexpected mismatches (both payloads) and duplicates."""
-        sections = []
-        for run in self.runs:
-            if run.failed:
-                header = (
-                    f"== {run.scenario} [{run.stage.value}]: {run.unexpected} unexpected"
-                    f" mismatch(es), {len(run.duplicates)} duplicate(s)"
-                )
-                sections.append(header + "\n" + run.failure_text(limit=limit))
-        return "\n\n".join(sections)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "unexpected_total": self.unexpected_total,
-            "duplicates_total": self.duplicates_total,
-            "scenarios": [
-                {
-                    "name": result.scenario.name,
-                    "source": result.source,
-                    "description": result.scenario.description,
-                    "clients": len(result.scenario.clients),
-                    "runs": [run.to_dict() for run in result.runs],
-                }
-                for result in self.results
-            ],
-        }
-
-    def to_json(self) -> str:
-        return _dumps(self.to_dict(), indent=True) + "\n"
-
-    def to_junit(self) -> str:
-        """JUnit XML: one testcase per scenario and stage, a failure element per failed run."""
-        suite = ElementTree.Element(
-            "testsuite",
-            name="delivery-comparison",
-            tests=str(len(self.runs)),
-            failures=str(sum(1 for run in self.runs if run.failed)),
-            errors="0",
-            skipped="0",
-            time=f"{sum(run.seconds for run in self.runs):.3f}",
-        )
-        for result in self.results:
-            for run in result.runs:
-                case = ElementTree.SubElement(
-                    suite,
-                    "testcase",
-                    classname=f"compare.{result.scenario.name}",
-                    name=run.stage.value,
-                    file=result.source,
-                    time=f"{run.seconds:.3f}",
-                )
-                if run.failed:
-                    failure = ElementTree.SubElement(
-                        case,
-                        "failure",
-                        message=(
-                            f"{run.unexpected} unexpected mismatch(es),"
-                            f" {len(run.duplicates)} duplicate delivery(ies)"
-                        ),
-                        type="DeliveryMismatch",
-                    )
-                    failure.text = run.failure_text()
-        root = ElementTree.Element("testsuites")
-        root.append(suite)
-        ElementTree.indent(root)
-        return ElementTree.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
-
-    def to_markdown(self) -> str:
-        """A summary table, then each failed run's report (both payloads per mismatch)."""
-        header = "| " + " | ".join(_SUMMARY_HEADER) + " |"
-        rule = "| --- | --- | " + " | ".join("---:" for _ in _SUMMARY_HEADER[2:-1]) + " | --- |"
-        rows = ["| " + " | ".join(row) + " |" for row in self._rows()]
-        lines = ["# Delivery comparison", "", f"**{self.verdict()}**", "", header, rule, *rows]
-        for run in self.runs:
-            if not run.failed:
-                continue
-            lines += ["", f"## {run.scenario} · {run.stage.value}", ""]
-            for line in run.report.to_markdown().splitlines():
-                lines.append("##" + line if line.startswith("#") else line)
-            if run.duplicates:
-                lines += ["", "### Duplicate deliveries", ""]
-                lines += [f"- {duplicate.describe()}" for duplicate in run.duplicates]
-        return "\n".join(lines) + "\n"
-
-
-_SUMMARY_HEADER = (
-    "scenario",
-    "stage",
-    "clients",
-    "events",
-    "compared",
-    "matched",
-    "unexpected",
-    "expected",
-    "duplicates",
-    "untranslated",
-    "result",
-)
-
-
-def _summary_row(run: RunResult, clients: int) -> tuple[str, ...]:
-    return (
-        run.scenario,
-        run.stage.value,
-        str(clients),
-        str(run.events),
-        str(run.compared),
-        str(run.matched),
-        str(run.unexpected),
-        str(run.expected),
-        str(len(run.duplicates)),
-        str(run.untranslated),
-        "FAIL" if run.failed else "ok",
-    )
-
-
 def _mismatch_text(number: int, mismatch: Mismatch) -> list[str]:
     topic = f", topic {mismatch.topic}" if mismatch.topic is not None else ""
     lines = [
@@ -701,122 +474,3 @@ def _compact(value: Any) -> str:
 def _dumps(value: Any, *, indent: bool) -> str:
     option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_INDENT_2 if indent else 0)
     return orjson.dumps(value, default=repr, option=option).decode()
-
-
-# -- recording from a running backend ---------------------------------------------------
-
-#: Hosts :func:`record` connects to: recording is for a team's own local backend.
-LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-class RecordingError(Exception):
-    """:func:`record` refused ``url`` or could not record from it (``reason`` says why)."""
-
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"{url}: {reason}")
-        self.url = url
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Recording:
-    """What an old client received: ``(seconds since connecting, payload)`` per frame.
-
-    ``skipped`` counts frames that were not JSON objects (they cannot be replayed
-    as a producer call); ``closed_early`` is True when the server closed first.
-    """
-
-    url: str
-    endpoint: str
-    seconds: float
-    received: list[tuple[float, dict[str, Any]]]
-    skipped: int
-    closed_early: bool
-
-    def describe(self) -> str:
-        text = (
-            f"Recorded from {self.url} by an old client for {self.seconds:g} s:"
-            f" {len(self.received)} payload(s)"
-        )
-        if self.skipped:
-            text += f", {self.skipped} frame(s) that were not JSON objects skipped"
-        if self.closed_early:
-            text += ", the server closed the connection early"
-        return text + "."
-
-
-def record_endpoint(url: str) -> str:
-    """Return the endpoint path of a URL :func:`record` accepts; raises RecordingError.
-
-    Only ``ws://`` URLs on 127.0.0.1, localhost or ::1, without ``format``
-    (the recorder is an old client, which never sends it).
-    """
-    parts = urlsplit(url)
-    if parts.scheme != "ws":
-        raise RecordingError(url, "only ws:// URLs can be recorded")
-    if parts.hostname not in LOCAL_HOSTS:
-        raise RecordingError(
-            url, f"recording is limited to a local backend ({', '.join(sorted(LOCAL_HOSTS))})"
-        )
-    if "format" in parse_qs(parts.query):
-        raise RecordingError(url, "the recorder is an old client: drop the format parameter")
-    return parts.path or "/"
-
-
-async def record(
-    url: str,
-    *,
-    seconds: float,
-    open_timeout: float = 5.0,
-    on_connected: Callable[[], Awaitable[None] | None] | None = None,
-) -> Recording:
-    """Connect to ``url`` as an old client and keep what arrives for ``seconds``.
-
-    ``on_connected`` runs once the handshake completed (a test starts traffic
-    there). Needs the ``websockets`` package. Raises :class:`RecordingError` for
-    a URL :func:`record_endpoint` refuses, a missing ``websockets``, or a failed
-    connection; ``ValueError`` when ``seconds`` is not positive.
-    """
-    if seconds <= 0:
-        raise ValueError(f"seconds must be positive, got {seconds}")
-    endpoint = record_endpoint(url)
-    try:
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, WebSocketException
-    except ImportError:  # pragma: no cover - websockets is a dev dependency
-        raise RecordingError(url, "recording needs the websockets package") from None
-    received: list[tuple[float, dict[str, Any]]] = []
-    skipped = 0
-    closed_early = False
-    loop = asyncio.get_running_loop()
-    try:
-        async with connect(url, open_timeout=open_timeout, max_size=None) as websocket:
-            start = loop.time()
-            if on_connected is not None:
-                waiting = on_connected()
-                if waiting is not None:
-                    await waiting
-            while (remaining := start + seconds - loop.time()) > 0:
-                try:
-                    raw = await asyncio.wait_for(websocket.recv(), remaining)
-                except TimeoutError:
-                    break
-                except ConnectionClosed:
-                    closed_early = True
-                    break
-                payload = _json_object(raw)
-                if payload is None:
-                    skipped += 1
-                else:
-                    received.append((loop.time() - start, payload))
-    except (OSError, TimeoutError, WebSocketException) as exc:
-        raise RecordingError(url, f"cannot connect: {exc!r}") from exc
-    return Recording(url, endpoint, seconds, received, skipped, closed_early)
-
-
-def _json_object(raw: str | bytes) -> dict[str, Any] | None:
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None

@@ -13,17 +13,11 @@ import pytest
 import shim.replay as replay_module
 from legacy.catalogue import CATALOGUE
 from reference.app import ENDPOINTS, expected_differences
+from shim.comparison import compare
 from shim.diff import MismatchKind
 from shim.manager import CompatWebSocketManager
-from shim.replay import (
-    COMPARED_STAGES,
-    RecordingError,
-    break_rule,
-    broken_value,
-    compare,
-    record_endpoint,
-    replay,
-)
+from shim.record import RecordingError, record_endpoint
+from shim.replay import COMPARED_STAGES, break_rule, broken_value, replay
 from shim.rules import default_rules
 from shim.scenario import (
     Scenario,
