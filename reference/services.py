@@ -154,9 +154,9 @@ class ModelService:
     async def create_model(self, model_info: dict[str, Any]) -> str:
         model_id = str(uuid.uuid4())
         self.models[model_id] = {"model_id": model_id, **model_info}
+        info = {"name": model_info.get("name"), "parameter_count": model_info.get("parameters")}
         message = WebSocketMessage(
-            type=MessageType.MODEL_CREATED,
-            data={"model_id": model_id, "model_info": model_info},
+            type=MessageType.MODEL_CREATED, data={"model_id": model_id, "model_info": info}
         )
         await self.service.broadcast(message, topic="models")
         return model_id

@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 bash scripts/ensure-services.sh
+bash scripts/ensure-browser.sh
 if [ -x scripts/unleash/ensure-unleash.sh ] || [ -f scripts/unleash/ensure-unleash.sh ]; then
     bash scripts/unleash/ensure-unleash.sh
 fi

@@ -4,7 +4,8 @@
 // envelope protocol (subprotocol "envelope.v1") unless format === "legacy",
 // subscribes to its topics, answers heartbeats, and reconnects with jittered
 // exponential backoff, resubscribing each time. Per topic it remembers the last
-// (epoch, seq) and reports a gap when a seq is skipped.
+// (epoch, seq) and reports a gap when a seq is skipped; a message of the topic
+// without a seq forgets the position.
 "use strict";
 
 class WsClient {
@@ -79,12 +80,18 @@ class WsClient {
       if (message.type === "connection_established") {
         this.connectionId = message.data && message.data.connection_id;
       }
-      if (message.topic && typeof message.seq === "number") this.track(message);
+      if (message.topic) this.track(message);
     }
     this.onMessage(message);
   }
 
   track(message) {
+    if (typeof message.seq !== "number") {
+      // Delivered without a position (the shim's legacy side during a migration):
+      // the topic's seq moves on meanwhile, so the next numbered one is no gap.
+      delete this.positions[message.topic];
+      return;
+    }
     const last = this.positions[message.topic];
     if (last && last.epoch === message.epoch && message.seq > last.seq + 1) this.gaps += 1;
     this.positions[message.topic] = {epoch: message.epoch, seq: message.seq};

@@ -26,8 +26,12 @@ function normalize(message) {
   return {type, data};
 }
 
+// The session an event belongs to; old payloads name it task_id (training_started)
+// or session (bare progress). null for phase bookkeeping (training_update from the
+// old producer, phase_change, phase_complete, status), which no session owns.
 function sessionKey(data) {
-  return String(data.session_id || data.session || data.phase_name || data.phase || "training");
+  const id = data.session_id || data.task_id || data.session;
+  return id ? String(id) : null;
 }
 
 function percent(value) {
@@ -49,6 +53,12 @@ function onMessage(message) {
   }
   const progress = percent(data.progress !== undefined ? data.progress : data.percentage);
   const key = sessionKey(data);
+  if (key === null) {
+    // Not a session's event: show it as the latest phase report, not as a session row
+    // (it would otherwise stay "running" forever under its phase's name).
+    showPhaseReport(type, data, progress);
+    return;
+  }
   const session = sessions.get(key) || {key, progress: 0, status: "running"};
   if (progress !== null) session.progress = progress;
   if (data.phase_name || data.phase) session.phase = data.phase_name || data.phase;
@@ -67,6 +77,13 @@ function onMessage(message) {
   if (type.includes("failed") || data.status === "failed" || data.status === "error") session.status = "failed";
   sessions.set(key, session);
   renderSessions();
+}
+
+function showPhaseReport(type, data, progress) {
+  const phase = data.phase_name || data.phase || data.to_phase;
+  const parts = [data.message || [type.replace(/_/g, " "), phase].filter(Boolean).join(": ")];
+  if (progress !== null) parts.push(`${progress.toFixed(1)}%`);
+  document.getElementById("phase-report").textContent = `latest phase report: ${parts.join(" · ")}`;
 }
 
 function renderSessions() {
@@ -156,43 +173,60 @@ function showError(err) {
   document.getElementById("migration-error").textContent = String(err.message || err);
 }
 
+const STAGES = ["legacy", "shadow", "live", "new"];
+// Rows are built once per endpoint and updated in place: rebuilding the tables every
+// second would swap the stage buttons under the pointer and lose a click.
+const stageRows = new Map();
+const diffRows = new Map();
+
+function tableRow(rows, tbody, name, width, build) {
+  let row = rows.get(name);
+  if (!row) {
+    const tr = document.createElement("tr");
+    tr.dataset.endpoint = name;
+    const cells = Array.from({length: width}, () => tr.appendChild(document.createElement("td")));
+    cells[0].textContent = name;
+    row = {tr, cells, ...(build ? build(tr, name) : {})};
+    rows.set(name, row);
+    tbody.append(tr);
+  }
+  return row;
+}
+
+function stageButtons(tr, name) {
+  const actions = tr.appendChild(document.createElement("td"));
+  const buttons = {};
+  for (const stage of STAGES) {
+    const button = actions.appendChild(document.createElement("button"));
+    button.textContent = stage;
+    button.onclick = () => post("/ops/stage", {endpoint: name, stage}).then(refreshMigration).catch(showError);
+    buttons[stage] = button;
+  }
+  return {buttons};
+}
+
 async function refreshMigration() {
   try {
     const response = await fetch("/ops/migration");
+    if (!response.ok) throw new Error(`/ops/migration: HTTP ${response.status}`);
     const state = await response.json();
     const stages = document.querySelector("#stages tbody");
-    stages.textContent = "";
     for (const [name, info] of Object.entries(state.endpoints)) {
-      const tr = document.createElement("tr");
-      tr.dataset.endpoint = name;
-      const cells = [name, info.stage, info.clients.legacy, info.clients.new];
-      cells.forEach((value, i) => {
-        const td = document.createElement("td");
-        td.textContent = String(value);
-        if (i === 1) td.className = `stage stage-${info.stage}`;
-        tr.append(td);
-      });
-      const actions = document.createElement("td");
-      for (const stage of ["legacy", "shadow", "live", "new"]) {
-        const button = document.createElement("button");
-        button.textContent = stage;
+      const row = tableRow(stageRows, stages, name, 4, stageButtons);
+      row.cells[1].textContent = info.stage;
+      row.cells[1].className = `stage stage-${info.stage}`;
+      row.cells[2].textContent = String(info.clients.legacy);
+      row.cells[3].textContent = String(info.clients.new);
+      for (const [stage, button] of Object.entries(row.buttons)) {
         button.disabled = stage === info.stage || !state.editable;
-        button.onclick = () => post("/ops/stage", {endpoint: name, stage}).then(refreshMigration).catch(showError);
-        actions.append(button);
       }
-      tr.append(actions);
-      stages.append(tr);
     }
     const diff = document.querySelector("#diff tbody");
-    diff.textContent = "";
     for (const [name, c] of Object.entries(state.diff)) {
-      const tr = document.createElement("tr");
-      for (const value of [name, c.compared, c.matched, c.missing, c.extra, c.field, c.order, c.expected]) {
-        const td = document.createElement("td");
-        td.textContent = String(value ?? 0);
-        tr.append(td);
-      }
-      diff.append(tr);
+      const row = tableRow(diffRows, diff, name, 8);
+      [c.compared, c.matched, c.missing, c.extra, c.field, c.order, c.expected].forEach((value, i) => {
+        row.cells[i + 1].textContent = String(value ?? 0);
+      });
     }
     document.getElementById("migration-error").textContent = "";
   } catch (err) {
