@@ -31,7 +31,8 @@ from flags import (
     write_document,
 )
 from legacy import producers
-from service import WebSocketService
+from service import JWTAuthenticator, WebSocketService
+from service.redact import install_log_redaction
 from shim.diff import DiffConfig, Differ, ExpectedDifference, MismatchKind
 from shim.manager import CompatWebSocketManager
 from shim.stages import Stage
@@ -91,6 +92,16 @@ def create_app(
         broker=settings.broker_url,
         retain={"training": "session_id"},
         heartbeat_interval=settings.heartbeat_interval,
+        allowed_origins=settings.allowed_origins,
+        allow_missing_origin=settings.allow_missing_origin,
+        authenticate=None
+        if settings.jwt_key is None
+        else JWTAuthenticator(
+            key=settings.jwt_key,
+            algorithms=settings.jwt_algorithms,
+            query_param=settings.token_query_param,
+        ),
+        max_connections_per_ip=settings.max_connections_per_ip,
     )
     decider = UnleashStageDecider(settings=flag_settings)
     differ = Differ(DiffConfig(expected=expected_differences()))
@@ -111,6 +122,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        install_log_redaction()  # after uvicorn configured logging: tokens never logged
         await service.start()
         await decider.start()
         manager.reroute()

@@ -15,6 +15,12 @@ variable                  meaning                                 default
 ``LOG_LEVEL``             ``debug``/``info``/``warning``          ``info``
 ``TRAINING_EPOCH_SECONDS``  simulated seconds per epoch            ``0.5``
 ``TRAINING_AUTOPILOT_SECONDS``  start a session every N s (0: off)  ``20``
+``WS_ALLOWED_ORIGINS``    comma-separated browser origins         unset: any origin
+``WS_ALLOW_MISSING_ORIGIN``  admit clients without Origin (0/1)   ``1``
+``WS_JWT_SECRET``         HS256 secret (>= 32 bytes): require JWT  unset: no authentication
+``WS_JWT_PUBLIC_KEY_FILE``  PEM public key: require RS256 JWT     unset
+``WS_TOKEN_QUERY_PARAM``  also read the token from ``?<name>=``   unset: off
+``WS_MAX_CONNECTIONS_PER_IP``  live connections per client IP     unset: no limit
 ========================  ======================================  ==========================
 """
 
@@ -23,8 +29,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
+
+from service.redact import redact_event_dict
 
 __all__ = ["Settings", "configure_logging"]
 
@@ -37,10 +46,27 @@ class Settings:
     epoch_seconds: float = 0.5
     autopilot_seconds: float = 20.0
     heartbeat_interval: float | None = 30.0
+    allowed_origins: tuple[str, ...] | None = None
+    allow_missing_origin: bool = True
+    jwt_key: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    token_query_param: str | None = None
+    max_connections_per_ip: int | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
+        origins = os.environ.get("WS_ALLOWED_ORIGINS")
+        per_ip = os.environ.get("WS_MAX_CONNECTIONS_PER_IP")
+        key_file = os.environ.get("WS_JWT_PUBLIC_KEY_FILE")
         return cls(
+            allowed_origins=None
+            if origins is None
+            else tuple(o.strip() for o in origins.split(",") if o.strip()),
+            allow_missing_origin=os.environ.get("WS_ALLOW_MISSING_ORIGIN", "1") != "0",
+            jwt_key=Path(key_file).read_text() if key_file else os.environ.get("WS_JWT_SECRET"),
+            jwt_algorithms=("RS256",) if key_file else ("HS256",),
+            token_query_param=os.environ.get("WS_TOKEN_QUERY_PARAM") or None,
+            max_connections_per_ip=None if per_ip is None else int(per_ip),
             broker_url=os.environ.get("BROKER_URL", "memory://"),
             log_format=os.environ.get("LOG_FORMAT", "console"),
             log_level=os.environ.get("LOG_LEVEL", "info"),
@@ -56,6 +82,7 @@ def configure_logging(settings: Settings) -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_event_dict,
     ]
     if settings.log_format == "json":
         processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]

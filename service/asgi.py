@@ -8,7 +8,8 @@ guide's receive loop (connect, auto-subscribe, handle messages, disconnect)::
         await serve(websocket_service, websocket, topics=["training", "models"],
                     metadata={"endpoint": "main"})
 
-and ``lifespan(service)`` starts and stops the service with the app::
+and ``lifespan(service)`` starts and stops the service with the app (and keeps
+tokens out of the server's logs, see :mod:`service.redact`)::
 
     app = FastAPI(lifespan=lifespan(websocket_service))
 """
@@ -21,8 +22,11 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .errors import ProtocolError
+from .errors import ConnectionRefused, ErrorCode, ProtocolError
+from .handshake import ENVELOPE_SUBPROTOCOL, select_subprotocol
 from .hub import WebSocketService
+from .protocol import error_message
+from .redact import install_log_redaction
 
 __all__ = ["lifespan", "serve"]
 
@@ -33,18 +37,32 @@ async def serve(
     *,
     topics: Iterable[str] = (),
     metadata: Mapping[str, Any] | None = None,
+    subprotocols: Iterable[str] = (ENVELOPE_SUBPROTOCOL,),
 ) -> None:
     """Run one client connection until it disconnects or the service drops it.
 
-    Returns normally on disconnect; the connection is always unregistered.
+    The service's access rules run first: a refused client is closed (HTTP 403
+    before the handshake completes) and this returns at once. The handshake
+    accepts the first offered subprotocol in ``subprotocols``, never a
+    ``bearer.<token>`` entry. Each of ``topics`` is subscribed server-side; one the
+    principal may not subscribe to gets the client a ``forbidden`` error and the
+    connection stays. Returns normally on disconnect; the connection is always
+    unregistered.
     """
     meta = {"path": websocket.url.path, **(metadata or {})}
-    connection_id = await service.connect(websocket, meta)
+    subprotocol = select_subprotocol(websocket.scope.get("subprotocols", ()), tuple(subprotocols))
+    try:
+        connection_id = await service.connect(websocket, meta, subprotocol=subprotocol)
+    except ConnectionRefused:
+        return
     try:
         for topic in topics:
             try:
                 await service.subscribe(connection_id, topic)
-            except ProtocolError:
+            except ProtocolError as error:
+                if error.code is ErrorCode.FORBIDDEN:
+                    await service.send(connection_id, error_message(error))
+                    continue
                 await service.disconnect(connection_id, code=1011, reason="bad topic config")
                 raise
         while service.is_connected(connection_id):
@@ -62,12 +80,18 @@ async def serve(
 
 
 def lifespan(
-    service: WebSocketService,
+    service: WebSocketService, *, redact_logs: bool = True
 ) -> Callable[[Any], AbstractAsyncContextManager[None]]:
-    """Return a FastAPI ``lifespan`` that starts ``service`` and stops it on shutdown."""
+    """Return a FastAPI ``lifespan`` that starts ``service`` and stops it on shutdown.
+
+    With ``redact_logs`` (the default) it also installs the log redaction filter
+    on the server's loggers at startup, after the server configured logging.
+    """
 
     @asynccontextmanager
     async def _lifespan(app: Any) -> AsyncIterator[None]:
+        if redact_logs:
+            install_log_redaction()
         await service.start()
         try:
             yield

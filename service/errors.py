@@ -6,12 +6,15 @@ Exception tree::
     ├── ProtocolError          a client frame the protocol rejects (has ``code``)
     ├── UnknownConnection      an operation named a connection id that is not registered
     ├── ServiceStopped         the service is stopping or stopped
+    ├── ConnectionRefused      an access rule refused a client (has ``reason`` and ``code``)
+    │   └── AuthenticationFailed  credentials missing, malformed, expired or invalid
     └── BrokerError            the broker cannot publish or subscribe right now
         └── BrokerUnavailable  the broker's backend is unreachable (fail fast, retry later)
 
 Error codes travel in ``error`` messages (``data.code``); close codes tell the
 client whether to reconnect: 1001 and 1013 mean "reconnect (with backoff)",
-1008 and 1009 mean "do not reconnect with the same behaviour".
+1008 and 1009 mean "do not reconnect with the same behaviour". A client refused
+before the handshake completes sees HTTP 403 instead of a close code.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from __future__ import annotations
 from enum import IntEnum, StrEnum
 
 __all__ = [
+    "AuthenticationFailed",
     "BrokerError",
     "BrokerUnavailable",
     "CloseCode",
+    "ConnectionRefused",
     "ErrorCode",
     "ProtocolError",
     "ServiceStopped",
@@ -43,6 +48,7 @@ class ErrorCode(StrEnum):
     HANDLER_ERROR = "handler_error"
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
     FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
 
 
 class CloseCode(IntEnum):
@@ -81,6 +87,28 @@ class UnknownConnection(WebSocketServiceError, LookupError):
 
 class ServiceStopped(WebSocketServiceError):
     """The service is stopping or stopped and accepts no new connections."""
+
+
+class ConnectionRefused(WebSocketServiceError):
+    """An access rule refused a client; the socket has already been closed.
+
+    Before the handshake completed the client saw HTTP 403; after it, a close frame
+    with ``code`` (1008 unless said otherwise) and ``reason``. ``reason`` is short,
+    safe to show and never contains a credential.
+    """
+
+    def __init__(self, reason: str, *, code: int = CloseCode.POLICY_VIOLATION) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class AuthenticationFailed(ConnectionRefused):
+    """Credentials were missing, malformed, expired or invalid.
+
+    Authenticators raise it (instead of returning ``None``) to give a precise
+    ``reason``; it must not quote the credential.
+    """
 
 
 class BrokerError(WebSocketServiceError):

@@ -9,6 +9,10 @@ Data flow of a broadcast::
 ``deliver`` is synchronous and never blocks (see :mod:`service.connection`), so
 one fan-out loop serves every recipient and a slow client only fills its own
 bounded buffer. Nothing on that path evaluates flags, logs or encodes per recipient.
+
+Access rules (origin, authentication, connection counts) run once per connection
+in :meth:`WebSocketService.admit`, authorization once per subscription, and the
+rate limit once per inbound frame; none of them touches fan-out.
 """
 
 from __future__ import annotations
@@ -19,21 +23,29 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
+from .auth import Authenticate, Authorize, FirstMessageAuthenticator, default_principal_key
 from .brokers import Broker, Publication, from_url
 from .connection import Connection, SendLimits, Transport
 from .errors import (
+    AuthenticationFailed,
     CloseCode,
+    ConnectionRefused,
     ErrorCode,
     ProtocolError,
     ServiceStopped,
     UnknownConnection,
 )
+from .handshake import Handshake
+from .limits import ConnectionCounter, OversizePolicy, RateLimit, RateLimiter, RateVerdict
 from .messages import MessageType, WebSocketMessage, encode, with_sequence
+from .origin import OriginPolicy
 from .protocol import (
+    DEFAULT_MAX_TOPIC_LENGTH,
     Dispatch,
     HeartbeatPolicy,
     Ping,
@@ -44,12 +56,21 @@ from .protocol import (
     error_message,
     parse_client_frame,
     pong,
+    request_id_of,
     subscription_ack,
     validate_topic,
 )
 from .registry import TopicRegistry
 
-__all__ = ["ALL_TOPIC", "Codec", "EventHandler", "PublishHook", "WebSocketService"]
+__all__ = [
+    "ALL_TOPIC",
+    "DEFAULT_RATE_LIMIT",
+    "Admission",
+    "Codec",
+    "EventHandler",
+    "PublishHook",
+    "WebSocketService",
+]
 
 #: Broker channel of ``broadcast(message, topic=None)``: every connection gets it.
 ALL_TOPIC = "$all"
@@ -65,6 +86,29 @@ PublishHook = Callable[[WebSocketMessage, str | None], Awaitable[None]]
 Codec = Callable[[dict[str, Any]], str | None]
 
 _log = structlog.get_logger("service")
+
+#: The rate limit a service gets unless told otherwise (see :class:`RateLimit`).
+DEFAULT_RATE_LIMIT = RateLimit()
+
+#: Metadata key under which a connection's authenticated principal is kept.
+PRINCIPAL_KEY = "principal"
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A socket that passed the access rules: its principal and the slots it holds.
+
+    Returned by :meth:`WebSocketService.admit`; hand it to ``connect(admission=...)``,
+    which keeps the slots until the connection is gone (or releases them if it
+    fails), or give it back with :meth:`WebSocketService.release`.
+    """
+
+    principal: Any = None
+    ip_key: str | None = None
+    principal_key: str | None = None
+
+
+_OPEN = Admission()
 
 
 class _Frame:
@@ -104,12 +148,30 @@ class WebSocketService:
       ``redis://127.0.0.1:6379/0`` for several processes).
     - ``heartbeat_interval``/``heartbeat_timeout`` seconds (``None`` interval: no
       heartbeats and no liveness checks).
-    - ``max_message_size``: largest inbound text frame answered normally (bytes).
-    - ``max_subscriptions``: per connection.
+    - ``max_message_size``: largest inbound frame processed (UTF-8 bytes); what a
+      larger one gets is ``message_too_large``: ``"close"`` (default: close 1009)
+      or ``"error"`` (an ``error`` reply, the connection stays).
+    - ``max_subscriptions``: per connection (more: ``too_many_subscriptions`` error).
+    - ``max_topic_length``: longest topic name (charset fixed, see ``validate_topic``).
+    - ``rate_limit``: inbound messages per connection (:class:`RateLimit`; excess
+      gets ``rate_limited`` errors, persistent excess a 1008 close).
     - ``send_limits``: per-connection send buffer bounds and overflow policy.
     - ``retain``: ``{topic: key field}``; the topic keeps its latest message per
       ``data[key field]`` and a new subscriber gets them right after subscribing.
     - ``close_timeout``: how long a close frame may take before we give up on it.
+
+    Access (each off by default; see ``service/SECURITY.md``):
+
+    - ``authenticate``: ``async (websocket) -> principal | None`` before the
+      handshake completes (e.g. :class:`~service.auth.JWTAuthenticator`); refused
+      clients get HTTP 403, or close 1008 after a failed first ``auth`` message.
+    - ``authorize``: ``(principal, topic, action) -> bool`` (sync or async) before
+      every subscription; a refusal is a ``forbidden`` error, the connection stays.
+    - ``allowed_origins``: exact browser origins allowed to connect (others: 403);
+      ``allow_missing_origin`` admits clients that send no ``Origin`` (non-browsers).
+    - ``max_connections_per_principal`` / ``max_connections_per_ip``: live
+      connections per key (more: 403, or 1008 ``too many connections``);
+      ``principal_key`` maps a principal to its key (default: claim ``sub``).
     """
 
     def __init__(
@@ -119,10 +181,20 @@ class WebSocketService:
         heartbeat_interval: float | None = 30.0,
         heartbeat_timeout: float = 10.0,
         max_message_size: int | None = 64 * 1024,
+        message_too_large: OversizePolicy | str = OversizePolicy.CLOSE,
         max_subscriptions: int | None = 128,
+        max_topic_length: int = DEFAULT_MAX_TOPIC_LENGTH,
+        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
         send_limits: SendLimits | None = None,
         retain: Mapping[str, str] | None = None,
         close_timeout: float = 2.0,
+        authenticate: Authenticate | None = None,
+        authorize: Authorize | None = None,
+        allowed_origins: Iterable[str] | None = None,
+        allow_missing_origin: bool = True,
+        max_connections_per_principal: int | None = None,
+        max_connections_per_ip: int | None = None,
+        principal_key: Callable[[Any], str] = default_principal_key,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.broker: Broker = from_url(broker) if isinstance(broker, str) else broker
@@ -131,8 +203,35 @@ class WebSocketService:
             if heartbeat_interval is None
             else HeartbeatPolicy(heartbeat_interval, heartbeat_timeout)
         )
+        if max_message_size is not None and max_message_size < 1:
+            raise ValueError("max_message_size must be positive (or None)")
+        if max_topic_length < 1:
+            raise ValueError("max_topic_length must be positive")
         self.max_message_size = max_message_size
+        self.message_too_large = OversizePolicy(message_too_large)
         self.max_subscriptions = max_subscriptions
+        self.max_topic_length = max_topic_length
+        self.rate_limit = rate_limit
+        self.authenticate = authenticate
+        self.authorize = authorize
+        self.origin_policy = (
+            None
+            if allowed_origins is None
+            else OriginPolicy.create(allowed_origins, allow_missing=allow_missing_origin)
+        )
+        self.principal_key = principal_key
+        self._per_ip = (
+            None if max_connections_per_ip is None else ConnectionCounter(max_connections_per_ip)
+        )
+        self._per_principal = (
+            None
+            if max_connections_per_principal is None
+            else ConnectionCounter(max_connections_per_principal)
+        )
+        if self._per_principal is not None and authenticate is None:
+            raise ValueError("max_connections_per_principal needs authenticate")
+        self._limiters: dict[str, RateLimiter] = {}
+        self._admissions: dict[str, Admission] = {}
         self.send_limits = send_limits or SendLimits()
         self.retain: dict[str, str] = dict(retain or {})
         self.close_timeout = close_timeout
@@ -159,6 +258,13 @@ class WebSocketService:
             "closed_slow": 0,
             "closed_send_failed": 0,
             "closed_heartbeat": 0,
+            "closed_too_big": 0,
+            "closed_rate_limited": 0,
+            "rate_limited": 0,
+            "forbidden": 0,
+            "refused_origin": 0,
+            "refused_auth": 0,
+            "refused_limit": 0,
         }
         # Counters of connections already gone, so stats() totals never go down.
         self._gone = {"sent": 0, "dropped": 0, "failed": 0}
@@ -220,6 +326,143 @@ class WebSocketService:
             await self.broker.connect(self._on_publication)
             self._broker_connected = True
 
+    # -- access --------------------------------------------------------------------
+
+    @property
+    def _guarded(self) -> bool:
+        return (
+            self.origin_policy is not None
+            or self.authenticate is not None
+            or self._per_ip is not None
+        )
+
+    async def admit(
+        self, websocket: Any, *, subprotocol: str | None = None, close: bool = True
+    ) -> Admission:
+        """Run the access rules for a new socket; return its :class:`Admission`.
+
+        In order: the ``Origin`` allow-list, connections per client IP,
+        authentication (the handshake's credentials, then, if the authenticator
+        takes one, a first ``auth`` message: the handshake is completed with
+        ``subprotocol`` to read it) and connections per principal. On refusal
+        ConnectionRefused is raised (``code``: 1008, or 1011 if the authenticator
+        itself failed) and no slot is kept; with ``close`` the socket has been
+        closed with that code (HTTP 403 while the handshake is open), without it
+        the caller closes it (in Starlette: ``raise WebSocketException(code, reason)``).
+        Costs nothing when no rule is configured.
+        """
+        if not self._guarded:
+            return _OPEN
+        handshake = Handshake.of(websocket)
+        ip_key: str | None = None
+        try:
+            if self.origin_policy is not None:
+                reason = self.origin_policy.check(handshake.headers.get("origin", ()))
+                if reason is not None:
+                    self._counters["refused_origin"] += 1
+                    raise ConnectionRefused(reason)
+            if self._per_ip is not None:
+                key = handshake.client_host or "unknown"
+                if not self._per_ip.acquire(key):
+                    self._counters["refused_limit"] += 1
+                    raise ConnectionRefused("too many connections")
+                ip_key = key
+            principal = None
+            principal_key = None
+            if self.authenticate is not None:
+                principal = await self._authenticate(self.authenticate, websocket, subprotocol)
+                if self._per_principal is not None:
+                    key = self.principal_key(principal)
+                    if not self._per_principal.acquire(key):
+                        self._counters["refused_limit"] += 1
+                        raise ConnectionRefused("too many connections")
+                    principal_key = key
+        except ConnectionRefused as refusal:
+            if ip_key is not None and self._per_ip is not None:
+                self._per_ip.release(ip_key)
+            await self._refuse(websocket, handshake, refusal, close=close)
+            raise
+        except BaseException:
+            if ip_key is not None and self._per_ip is not None:
+                self._per_ip.release(ip_key)
+            raise
+        return Admission(principal, ip_key, principal_key)
+
+    async def _authenticate(
+        self, authenticate: Authenticate, websocket: Any, subprotocol: str | None
+    ) -> Any:
+        try:
+            principal = await authenticate(websocket)
+            if principal is not None:
+                return principal
+            receive = getattr(websocket, "receive_text", None)
+            if (
+                not isinstance(authenticate, FirstMessageAuthenticator)
+                or authenticate.message_timeout is None
+                or receive is None
+            ):
+                raise AuthenticationFailed("authentication required")
+            timeout = authenticate.message_timeout
+            await _accept_if_needed(websocket, subprotocol)
+            try:
+                async with asyncio.timeout(timeout):
+                    text = await receive()
+            except TimeoutError:
+                raise AuthenticationFailed("authentication timeout") from None
+            except Exception:  # gone, or a binary frame
+                raise AuthenticationFailed("expected an auth message") from None
+            principal = await authenticate.authenticate_message(websocket, text)
+            if principal is None:
+                raise AuthenticationFailed("authentication failed")
+            return principal
+        except ConnectionRefused:
+            self._counters["refused_auth"] += 1
+            raise
+        except Exception as exc:
+            # An authenticator bug or its backend being down is our failure, not the
+            # client's: 1011 tells it to retry later.
+            self._counters["refused_auth"] += 1
+            _log.exception("authenticator_failed", error=type(exc).__name__)
+            raise ConnectionRefused(
+                "authentication unavailable", code=CloseCode.INTERNAL_ERROR
+            ) from None
+
+    async def _refuse(
+        self, websocket: Any, handshake: Handshake, refusal: ConnectionRefused, *, close: bool
+    ) -> None:
+        _log.info(
+            "connection_refused",
+            reason=refusal.reason,
+            close_code=refusal.code,
+            client=handshake.client_host,
+            path=handshake.path,
+        )
+        closer = getattr(websocket, "close", None) if close else None
+        if closer is None:
+            return
+        # Before accept() Starlette turns this close into an HTTP 403 response.
+        with suppress(Exception):
+            await asyncio.wait_for(
+                closer(code=refusal.code, reason=refusal.reason), self.close_timeout
+            )
+
+    def release(self, admission: Admission) -> None:
+        """Give back the connection slots of an admission that will not be connected."""
+        if admission.ip_key is not None and self._per_ip is not None:
+            self._per_ip.release(admission.ip_key)
+        if admission.principal_key is not None and self._per_principal is not None:
+            self._per_principal.release(admission.principal_key)
+
+    def principal(self, connection_id: str) -> Any:
+        """The authenticated principal of a connection (``None`` without authentication).
+
+        Also in ``connection(connection_id).metadata["principal"]``; it is never
+        sent to the client nor logged. Raises UnknownConnection.
+        """
+        self.connection(connection_id)
+        admission = self._admissions.get(connection_id)
+        return None if admission is None else admission.principal
+
     # -- connections ---------------------------------------------------------------
 
     async def connect(
@@ -232,29 +475,49 @@ class WebSocketService:
         heartbeat: bool = True,
         announce: bool = True,
         subprotocol: str | None = None,
+        admission: Admission | None = None,
     ) -> str:
         """Register a socket and return its new connection id.
 
-        Accepts the socket first when it has an ``accept`` coroutine and is not yet
-        accepted (pass ``accept=False`` if the caller accepted it), then sends
+        Runs the access rules first (:meth:`admit`) unless ``admission`` says they
+        already ran. Accepts the socket when it has an ``accept`` coroutine and is
+        not yet accepted (pass ``accept=False`` if the caller accepted it), then sends
         ``connection_established`` carrying the id (``announce=False`` skips it, for
         clients that do not speak the new protocol). ``codec`` names a format
         registered with :meth:`register_codec` for clients that expect another
         payload shape; ``heartbeat=False`` exempts the connection from heartbeats
-        (its client would not answer them). Raises ServiceStopped while stopping.
+        (its client would not answer them). Raises ServiceStopped while stopping
+        and ConnectionRefused when an access rule refused the socket (it is closed).
         """
         if self._stopping:
             raise ServiceStopped("the service is stopping; no new connections")
         if codec is not None and codec not in self._codecs:
             raise ValueError(f"unknown codec {codec!r}; register it first")
-        await self._ensure_broker()
-        if accept:
-            await _accept_if_needed(websocket, subprotocol)
+        if admission is None:
+            admission = await self.admit(websocket, subprotocol=subprotocol)
+        try:
+            if self._stopping:  # it stopped while the access rules ran (first message)
+                with suppress(Exception):
+                    await asyncio.wait_for(
+                        websocket.close(CloseCode.GOING_AWAY, "server shutting down"),
+                        self.close_timeout,
+                    )
+                raise ServiceStopped("the service is stopping; no new connections")
+            await self._ensure_broker()
+            if accept:
+                await _accept_if_needed(websocket, subprotocol)
+        except BaseException:
+            self.release(admission)
+            raise
         connection_id = uuid.uuid4().hex
+        public = dict(metadata or {})
+        private = public
+        if admission.principal is not None:
+            private = {**public, PRINCIPAL_KEY: admission.principal}
         connection = Connection(
             connection_id,
             websocket,
-            metadata=dict(metadata or {}),
+            metadata=private,
             limits=self.send_limits,
             on_dead=self._on_dead,
             last_seen=self._clock(),
@@ -262,6 +525,10 @@ class WebSocketService:
             heartbeat=heartbeat and self.heartbeat is not None,
         )
         self._connections[connection_id] = connection
+        if admission is not _OPEN:
+            self._admissions[connection_id] = admission
+        if self.rate_limit is not None:
+            self._limiters[connection_id] = RateLimiter(self.rate_limit, now=self._clock())
         self._counters["connections_total"] += 1
         await self._ensure_all_topic()
         if announce:
@@ -270,10 +537,10 @@ class WebSocketService:
                 connection_established(
                     connection_id,
                     heartbeat_interval=self.heartbeat.interval if self.heartbeat else None,
-                    metadata=connection.metadata,
+                    metadata=public,
                 ),
             )
-        _log.debug("connected", connection_id=connection_id, metadata=connection.metadata)
+        _log.debug("connected", connection_id=connection_id, metadata=public)
         return connection_id
 
     async def disconnect(
@@ -299,6 +566,10 @@ class WebSocketService:
         if self._connections.pop(connection.connection_id, None) is None:
             return
         self._registry.remove(connection.connection_id)
+        self._limiters.pop(connection.connection_id, None)
+        admission = self._admissions.pop(connection.connection_id, None)
+        if admission is not None:
+            self.release(admission)
         self._counters["disconnections_total"] += 1
         self._gone["sent"] += connection.sent
         self._gone["dropped"] += connection.dropped
@@ -349,16 +620,58 @@ class WebSocketService:
         """Subscribe a connection to ``topic`` (server-side; the client gets no ack).
 
         Retained last values of the topic are sent right away. Raises
-        UnknownConnection, or ProtocolError for an invalid topic or too many
-        subscriptions.
+        UnknownConnection, or ProtocolError for an invalid topic, a topic the
+        connection's principal may not subscribe to (``forbidden``: ``authorize``
+        applies to server-side subscriptions too) or too many subscriptions.
         """
         connection = self.connection(connection_id)
-        await self._subscribe(connection, validate_topic(topic), ack=None)
+        topic = validate_topic(topic, max_length=self.max_topic_length)
+        await self._subscribe(connection, topic, ack=None)
+
+    async def check_access(
+        self,
+        connection_id: str,
+        topic: str,
+        action: str = "subscribe",
+        *,
+        request_id: str | None = None,
+    ) -> None:
+        """Raise ProtocolError ``forbidden`` unless ``authorize`` allows ``action`` on ``topic``.
+
+        Every path that starts delivering a topic to a connection (subscribe, and
+        any resume/replay of its history) must call this first. An ``authorize``
+        that raises counts as a refusal (fail closed). Raises UnknownConnection.
+        """
+        connection = self.connection(connection_id)
+        await self._check_access(connection, topic, action, request_id)
+
+    async def _check_access(
+        self, connection: Connection, topic: str, action: str, request_id: str | None
+    ) -> None:
+        if self.authorize is None:
+            return
+        admission = self._admissions.get(connection.connection_id)
+        principal = None if admission is None else admission.principal
+        try:
+            allowed = self.authorize(principal, topic, action)
+            if inspect.isawaitable(allowed):
+                allowed = await allowed
+        except Exception:
+            _log.exception("authorize_failed", topic=topic, action=action)
+            allowed = False
+        if allowed is not True:
+            self._counters["forbidden"] += 1
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, f"not allowed to {action} {topic!r}", request_id=request_id
+            )
 
     async def _subscribe(
         self, connection: Connection, topic: str, *, ack: Subscribe | None
     ) -> None:
         cid = connection.connection_id
+        await self._check_access(
+            connection, topic, "subscribe", None if ack is None else ack.request_id
+        )
         already = topic in self._registry.topics_of(cid)
         if (
             not already
@@ -448,7 +761,7 @@ class WebSocketService:
         TypeError when ``message.data`` cannot be encoded as JSON.
         """
         if topic is not None:
-            validate_topic(topic)
+            validate_topic(topic, max_length=self.max_topic_length)
         channel = ALL_TOPIC if topic is None else topic
         if message.topic != topic or message.seq is not None or message.epoch is not None:
             message = message.model_copy(update={"topic": topic, "seq": None, "epoch": None})
@@ -516,17 +829,32 @@ class WebSocketService:
         """Process one inbound frame of ``connection_id`` (the client protocol).
 
         Bad input is answered with an ``error`` message carrying a ``code``; the
-        connection stays open. Raises UnknownConnection for an unregistered id.
+        connection stays open, except: a frame over ``max_message_size`` closes it
+        with 1009 under the ``"close"`` policy, and persistent excess over the rate
+        limit closes it with 1008. Raises UnknownConnection for an unregistered id.
         """
         connection = self.connection(connection_id)
-        connection.last_seen = self._clock()
+        now = connection.last_seen = self._clock()
         self._counters["messages_received"] += 1
+        limiter = self._limiters.get(connection_id)
+        if limiter is not None:
+            verdict = limiter.check(now)
+            if verdict is not RateVerdict.ALLOW:
+                await self._rate_limited(connection, verdict, data)
+                return
         try:
             if isinstance(data, bytes | bytearray):
+                if self.max_message_size is not None and len(data) > self.max_message_size:
+                    raise ProtocolError(
+                        ErrorCode.MESSAGE_TOO_LARGE,
+                        f"message exceeds the limit of {self.max_message_size} bytes",
+                    )
                 raise ProtocolError(
                     ErrorCode.BINARY_NOT_SUPPORTED, "send JSON as text frames, not binary"
                 )
-            event = parse_client_frame(data, max_size=self.max_message_size)
+            event = parse_client_frame(
+                data, max_size=self.max_message_size, max_topic_length=self.max_topic_length
+            )
             if isinstance(event, Subscribe):
                 await self._subscribe(connection, event.topic, ack=event)
             elif isinstance(event, Unsubscribe):
@@ -540,6 +868,16 @@ class WebSocketService:
             else:
                 await self._dispatch(connection, event)
         except ProtocolError as error:
+            if (
+                error.code is ErrorCode.MESSAGE_TOO_LARGE
+                and self.message_too_large is OversizePolicy.CLOSE
+            ):
+                self._counters["closed_too_big"] += 1
+                _log.info("message_too_big", connection_id=connection_id, size=len(data))
+                await self.disconnect(
+                    connection_id, code=CloseCode.MESSAGE_TOO_BIG, reason="message too big"
+                )
+                return
             self._counters["errors_sent"] += 1
             _log.info(
                 "client_error",
@@ -548,6 +886,30 @@ class WebSocketService:
                 detail=error.detail,
             )
             self._send_to(connection, error_message(error))
+
+    async def _rate_limited(
+        self, connection: Connection, verdict: RateVerdict, data: str | bytes
+    ) -> None:
+        cid = connection.connection_id
+        if verdict is RateVerdict.CLOSE:
+            self._counters["closed_rate_limited"] += 1
+            _log.info("rate_limit_abuse", connection_id=cid)
+            await self.disconnect(
+                cid, code=CloseCode.POLICY_VIOLATION, reason="rate limit exceeded"
+            )
+            return
+        self._counters["rate_limited"] += 1
+        request_id = request_id_of(data, max_size=self.max_message_size)
+        self._send_to(
+            connection,
+            error_message(
+                ProtocolError(
+                    ErrorCode.RATE_LIMITED,
+                    "too many messages; slow down",
+                    request_id=request_id,
+                )
+            ),
+        )
 
     async def _dispatch(self, connection: Connection, event: Dispatch) -> None:
         handler = self._handlers.get(event.type)

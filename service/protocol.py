@@ -25,6 +25,7 @@ from .errors import ErrorCode, ProtocolError
 from .messages import MessageType, WebSocketMessage
 
 __all__ = [
+    "DEFAULT_MAX_TOPIC_LENGTH",
     "TOPIC_PATTERN",
     "ClientEvent",
     "Dispatch",
@@ -37,13 +38,20 @@ __all__ = [
     "error_message",
     "parse_client_frame",
     "pong",
+    "request_id_of",
     "subscription_ack",
     "validate_topic",
 ]
 
 #: Topic names: 1-128 characters from letters, digits and ``_ . : - /``, starting
 #: with a letter or digit. Names starting with ``$`` are reserved for the service.
+#: (The service's ``max_topic_length`` may set another length; the charset is fixed.)
 TOPIC_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
+
+#: Longest topic name accepted unless the service is configured otherwise.
+DEFAULT_MAX_TOPIC_LENGTH = 128
+
+_TOPIC_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*")
 
 _CLIENT_ONLY_REJECTED = frozenset(
     {
@@ -89,28 +97,58 @@ class Dispatch:
 ClientEvent = Subscribe | Unsubscribe | Ping | Pong | Dispatch
 
 
-def validate_topic(topic: object, *, request_id: str | None = None) -> str:
-    """Return ``topic`` if it is a valid client topic name, else raise ProtocolError."""
+def validate_topic(
+    topic: object,
+    *,
+    request_id: str | None = None,
+    max_length: int = DEFAULT_MAX_TOPIC_LENGTH,
+) -> str:
+    """Return ``topic`` if it is a valid client topic name, else raise ProtocolError.
+
+    Valid: 1 to ``max_length`` characters of letters, digits and ``_ . : - /``,
+    starting with a letter or digit (so ``$``-names stay reserved for the service).
+    """
     if not isinstance(topic, str) or not topic:
         raise ProtocolError(
             ErrorCode.MISSING_FIELD, "a non-empty string 'topic' is required", request_id=request_id
         )
-    if TOPIC_PATTERN.fullmatch(topic) is None:
+    if len(topic) > max_length or _TOPIC_CHARS.fullmatch(topic) is None:
         raise ProtocolError(
             ErrorCode.INVALID_TOPIC,
-            "topic must be 1-128 characters of letters, digits and _.:/- "
+            f"topic must be 1-{max_length} characters of letters, digits and _.:/- "
             "starting with a letter or digit",
             request_id=request_id,
         )
     return topic
 
 
-def parse_client_frame(text: str, *, max_size: int | None) -> ClientEvent:
+def request_id_of(text: str | bytes, *, max_size: int | None) -> str | None:
+    """The ``id`` of a frame, if it has a valid one; never raises.
+
+    For replies to frames that are refused before parsing (rate limiting), so
+    the client can still pair the ``error`` with its request.
+    """
+    if max_size is not None and len(text) > max_size:
+        return None
+    try:
+        raw = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    request_id = raw.get("id") if isinstance(raw, dict) else None
+    if not isinstance(request_id, str | int):  # as parse_client_frame accepts them
+        return None
+    return str(request_id)
+
+
+def parse_client_frame(
+    text: str, *, max_size: int | None, max_topic_length: int = DEFAULT_MAX_TOPIC_LENGTH
+) -> ClientEvent:
     """Turn one client text frame into an event.
 
-    Raises :class:`ProtocolError` with the code to send back: ``message_too_large``,
-    ``invalid_json``, ``invalid_message`` (not an object, bad ``id``/``data``),
-    ``unknown_type``, ``missing_field`` or ``invalid_topic``.
+    Raises :class:`ProtocolError` with the code to send back: ``message_too_large``
+    (over ``max_size`` UTF-8 bytes), ``invalid_json``, ``invalid_message`` (not an
+    object, bad ``id``/``data``), ``unknown_type``, ``missing_field`` or
+    ``invalid_topic`` (see :func:`validate_topic`).
     """
     if max_size is not None and (
         len(text) > max_size or (len(text) * 4 > max_size and len(text.encode()) > max_size)
@@ -149,7 +187,11 @@ def parse_client_frame(text: str, *, max_size: int | None) -> ClientEvent:
         )
 
     if message_type is MessageType.SUBSCRIBE or message_type is MessageType.UNSUBSCRIBE:
-        topic = validate_topic(data.get("topic", raw.get("topic")), request_id=request_id)
+        topic = validate_topic(
+            data.get("topic", raw.get("topic")),
+            request_id=request_id,
+            max_length=max_topic_length,
+        )
         if message_type is MessageType.SUBSCRIBE:
             return Subscribe(topic, request_id)
         return Unsubscribe(topic, request_id)

@@ -33,10 +33,11 @@ from typing import Any
 
 import orjson
 import structlog
+from starlette.exceptions import WebSocketException
 
 from legacy.manager import WebSocketManager
 from service import MessageType, WebSocketMessage, WebSocketService
-from service.errors import ProtocolError
+from service.errors import ConnectionRefused, ErrorCode, ProtocolError
 from service.protocol import (
     Ping,
     Pong,
@@ -177,12 +178,24 @@ class CompatWebSocketManager:
         return self.active_connections
 
     async def connect(self, websocket: Any) -> None:
-        """Accept the client, attach it to both sides and route it by stage."""
+        """Accept the client, attach it to both sides and route it by stage.
+
+        The service's access rules (origin, authentication, connection limits) run
+        first, on the real socket: a refused client gets HTTP 403 (or close 1008
+        after a first ``auth`` message) through Starlette's WebSocketException, so
+        the endpoint code needs no change. Topics of ``endpoint_topics`` that the
+        service's ``authorize`` refuses are skipped (an envelope client is told).
+        """
         wire_format, subprotocol = negotiate(_offered_subprotocols(websocket), _query(websocket))
-        if subprotocol is not None:
-            await websocket.accept(subprotocol=subprotocol)
-        else:
-            await websocket.accept()
+        try:
+            admission = await self.service.admit(websocket, subprotocol=subprotocol, close=False)
+        except ConnectionRefused as refusal:
+            raise WebSocketException(code=refusal.code, reason=refusal.reason) from None
+        if _state_name(websocket) in (None, "CONNECTING"):  # first-message auth accepts it
+            if subprotocol is not None:
+                await websocket.accept(subprotocol=subprotocol)
+            else:
+                await websocket.accept()
         endpoint = _endpoint(websocket)
         user_id = _query(websocket).get("user_id") or _header(websocket, "x-user-id")
         route = Route(
@@ -204,18 +217,27 @@ class CompatWebSocketManager:
             codec=LEGACY_CODEC if wire_format is WireFormat.LEGACY else None,
             heartbeat=False,
             announce=False,
+            admission=admission,
         )
         route.stickiness_key = user_id or route.connection_id
         self._decide(route, self._evaluate(route))
         self._routes[id(websocket)] = route
         await self.legacy.connect(route.legacy_port)
+        forbidden: list[ProtocolError] = []
         for topic in self.endpoint_topics.get(endpoint, self.default_topics):
-            await self.service.subscribe(route.connection_id, topic)
+            try:
+                await self.service.subscribe(route.connection_id, topic)
+            except ProtocolError as error:
+                if error.code is not ErrorCode.FORBIDDEN:
+                    raise
+                forbidden.append(error)
         if wire_format is WireFormat.ENVELOPE:
             hello = connection_established(
                 route.connection_id, heartbeat_interval=None, metadata=metadata
             )
             await websocket.send_text(_dumps(hello.to_wire()))
+            for refused in forbidden:
+                await websocket.send_text(_dumps(error_message(refused).to_wire()))
             _intercept_control_frames(websocket, self, route)
         self._ensure_background()
         _log.debug(
@@ -516,6 +538,11 @@ def _scope(websocket: Any) -> Mapping[str, Any]:
 
 def _endpoint(websocket: Any) -> str:
     return str(_scope(websocket).get("path", "/ws"))
+
+
+def _state_name(websocket: Any) -> str | None:
+    state = getattr(websocket, "application_state", None)
+    return None if state is None else str(getattr(state, "name", state))
 
 
 def _offered_subprotocols(websocket: Any) -> list[str]:

@@ -86,7 +86,6 @@ async def test_topic_delivery_over_real_sockets() -> None:
         ('{"type":"subscribe"}', "missing_field"),
         ('{"type":"subscribe","data":{"topic":"a b"}}', "invalid_topic"),
         ('{"type":"custom","data":{}}', "unknown_type"),
-        ('{"type":"ping","pad":"' + "x" * 70_000 + '"}', "message_too_large"),
         (b"\x01\x02", "binary_not_supported"),
     ],
 )
@@ -107,6 +106,29 @@ async def test_bad_input_gets_an_error_and_the_connection_stays(
         assert reply["data"]["message"]
         await service.broadcast(progress(1), topic="training")
         assert (await receive_json(bystander))["data"]["i"] == 1
+        await send_json(bad, {"type": "ping", "id": "still-there"})
+        assert (await receive_json(bad))["id"] == "still-there"
+
+
+async def test_oversize_message_closes_1009_or_gets_an_error_by_policy() -> None:
+    frame = '{"type":"ping","pad":"' + "x" * 70_000 + '"}'
+    # Default policy "close": a frame over max_message_size (64 KiB) closes with 1009.
+    async with server() as (service, url), connect(f"{url}/ws") as bad:
+        await receive_json(bad)
+        await bad.send(frame)
+        with pytest.raises(ConnectionClosed) as closed:
+            await receive_json(bad)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        assert service.stats()["closed_too_big"] == 1
+    # Policy "error": an error reply with code message_too_large; the connection stays.
+    async with (
+        server(message_too_large="error") as (service, url),
+        connect(f"{url}/ws") as bad,
+    ):
+        await receive_json(bad)
+        await bad.send(frame)
+        reply = await receive_json(bad)
+        assert reply["type"] == "error" and reply["data"]["code"] == "message_too_large"
         await send_json(bad, {"type": "ping", "id": "still-there"})
         assert (await receive_json(bad))["id"] == "still-there"
 
