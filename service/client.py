@@ -152,7 +152,8 @@ class ResumingClient:
             position = self.positions.get(topic)
             if resuming and position is not None:
                 data["resume"] = {"epoch": position.epoch, "seq": position.seq}
-            await socket.send(orjson.dumps({"type": "subscribe", "data": data, "id": topic}))
+            frame = {"type": "subscribe", "data": data, "id": topic}
+            await socket.send(orjson.dumps(frame).decode())
 
     async def _handle(self, socket: Any, raw: str | bytes) -> None:
         message = orjson.loads(raw)

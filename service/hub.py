@@ -21,7 +21,7 @@ import asyncio
 import inspect
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -258,6 +258,8 @@ class WebSocketService:
             "closed_slow": 0,
             "closed_send_failed": 0,
             "closed_heartbeat": 0,
+            "resumes_complete": 0,
+            "resumes_incomplete": 0,
             "closed_too_big": 0,
             "closed_rate_limited": 0,
             "rate_limited": 0,
@@ -689,13 +691,32 @@ class WebSocketService:
             if topic not in self._broker_topics:
                 await self.broker.subscribe(topic)
                 self._broker_topics.add(topic)
-            retained = await self.broker.last_values(topic) if topic in self.retain else []
-            epoch, seq = await self.broker.position(topic) if ack is not None else (None, None)
+            recovered: bool | None = None
+            missed: Sequence[Publication] = ()
+            if ack is not None and ack.resume is not None:
+                history = await self.broker.history(
+                    topic, epoch=ack.resume[0], since_seq=ack.resume[1]
+                )
+                recovered, missed = history.complete, history.publications
+                epoch, seq = history.epoch, history.seq
+                self._counters["resumes_complete" if recovered else "resumes_incomplete"] += 1
+            elif ack is not None:
+                epoch, seq = await self.broker.position(topic)
+            else:
+                epoch, seq = None, None
+            retained = (
+                await self.broker.last_values(topic)
+                if topic in self.retain and not recovered
+                else []
+            )
             if connection.closed or cid not in self._connections:
                 return
+            # No await from here on: nothing published in between can slip past both
+            # the replay and the live subscription.
             if ack is not None:
-                self._send_to(connection, subscription_ack(ack, seq=seq, epoch=epoch))
-            for publication in retained:
+                ack_message = subscription_ack(ack, seq=seq, epoch=epoch, recovered=recovered)
+                self._send_to(connection, ack_message)
+            for publication in (*missed, *retained):
                 self._deliver_one(connection, publication)
             self._registry.subscribe(cid, connection, topic)
 

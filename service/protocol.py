@@ -65,8 +65,11 @@ _CLIENT_ONLY_REJECTED = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
+    """Subscribe to ``topic``; with ``resume`` = ``(epoch, seq)``, replay what came after it."""
+
     topic: str
     request_id: str | None
+    resume: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +196,7 @@ def parse_client_frame(
             max_length=max_topic_length,
         )
         if message_type is MessageType.SUBSCRIBE:
-            return Subscribe(topic, request_id)
+            return Subscribe(topic, request_id, _resume_position(data.get("resume"), request_id))
         return Unsubscribe(topic, request_id)
     if message_type is MessageType.PING:
         return Ping(request_id)
@@ -225,14 +228,43 @@ def connection_established(
     )
 
 
+def _resume_position(value: object, request_id: str | None) -> tuple[str, int] | None:
+    """``{"epoch": str, "seq": int >= 0}`` -> ``(epoch, seq)``; absent -> None."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("epoch"), str)
+        or not isinstance(value.get("seq"), int)
+        or isinstance(value.get("seq"), bool)
+        or value["seq"] < 0
+    ):
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE,
+            '\'resume\' must be {"epoch": string, "seq": non-negative integer}',
+            request_id=request_id,
+        )
+    return value["epoch"], value["seq"]
+
+
 def subscription_ack(
-    event: Subscribe | Unsubscribe, *, seq: int | None = None, epoch: str | None = None
+    event: Subscribe | Unsubscribe,
+    *,
+    seq: int | None = None,
+    epoch: str | None = None,
+    recovered: bool | None = None,
 ) -> WebSocketMessage:
-    """``subscribed``/``unsubscribed`` reply; ``seq``/``epoch`` give the topic's position."""
+    """``subscribed``/``unsubscribed`` reply; ``seq``/``epoch`` give the topic's position.
+
+    ``recovered`` answers a resume: True when every missed message follows, False
+    when the history could not cover the gap (nothing partial is replayed then).
+    """
     data: dict[str, Any] = {"topic": event.topic}
     if isinstance(event, Subscribe):
         data["seq"] = seq
         data["epoch"] = epoch
+        if recovered is not None:
+            data["recovered"] = recovered
         kind = MessageType.SUBSCRIBED
     else:
         kind = MessageType.UNSUBSCRIBED

@@ -1,0 +1,157 @@
+"""Resume after reconnect: exactly the missed messages, or an explicit ``recovered: false``."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import pytest
+from fastapi import FastAPI, WebSocket
+
+from service import MessageType, WebSocketMessage, WebSocketService
+from service.asgi import lifespan, serve
+from service.brokers import MemoryBroker
+from service.client import ResumingClient
+from service.testing import MockWebSocket
+from tests.support import UNIT, running_server
+
+
+def event(i: int) -> WebSocketMessage:
+    return WebSocketMessage(type=MessageType.TRAINING_PROGRESS, data={"i": i, "session_id": "s"})
+
+
+async def subscribe(service: WebSocketService, cid: str, resume: Any = None) -> None:
+    data: dict[str, Any] = {"topic": "training"}
+    if resume is not None:
+        data["resume"] = resume
+    await service.handle_message(cid, orjson.dumps({"type": "subscribe", "data": data}).decode())
+
+
+async def test_resume_replays_exactly_the_missed_messages_then_live_ones() -> None:
+    service = WebSocketService(heartbeat_interval=None)
+    first = MockWebSocket()
+    cid = await service.connect(first)
+    await subscribe(service, cid)
+    for i in range(3):
+        await service.broadcast(event(i), topic="training")
+    last = first.of_type("training_progress")[-1]
+    await service.disconnect(cid)
+    for i in range(3, 8):
+        await service.broadcast(event(i), topic="training")
+
+    again = MockWebSocket()
+    cid = await service.connect(again)
+    await subscribe(service, cid, {"epoch": last["epoch"], "seq": last["seq"]})
+    await service.broadcast(event(8), topic="training")
+    ack = again.of_type("subscribed")[0]
+    assert ack["data"]["recovered"] is True
+    assert ack["data"]["seq"] == 8
+    assert [m["data"]["i"] for m in again.of_type("training_progress")] == list(range(3, 9))
+    assert [m["seq"] for m in again.of_type("training_progress")] == list(range(4, 10))
+    assert service.stats()["resumes_complete"] == 1
+
+
+@pytest.mark.parametrize("why", ["too_old", "other_epoch", "future"])
+async def test_an_unrecoverable_gap_says_so_and_sends_the_last_value(why: str) -> None:
+    service = WebSocketService(
+        broker=MemoryBroker(history_size=3),
+        heartbeat_interval=None,
+        retain={"training": "session_id"},
+    )
+    for i in range(10):
+        await service.broadcast(event(i), topic="training")
+    epoch, _ = await service.broker.position("training")
+    resume = {
+        "too_old": {"epoch": epoch, "seq": 2},
+        "other_epoch": {"epoch": "gone", "seq": 9},
+        "future": {"epoch": epoch, "seq": 99},
+    }[why]
+    socket = MockWebSocket()
+    cid = await service.connect(socket)
+    await subscribe(service, cid, resume)
+    ack = socket.of_type("subscribed")[0]
+    assert ack["data"]["recovered"] is False
+    replayed = socket.of_type("training_progress")
+    assert [m["data"]["i"] for m in replayed] == [9]  # the last value, not a partial replay
+    assert service.stats()["resumes_incomplete"] == 1
+
+
+async def test_a_malformed_resume_is_an_error() -> None:
+    service = WebSocketService(heartbeat_interval=None)
+    socket = MockWebSocket()
+    cid = await service.connect(socket)
+    await subscribe(service, cid, {"epoch": 1, "seq": "x"})
+    assert socket.of_type("error")[0]["data"]["code"] == "invalid_message"
+    assert service.topics_of(cid) == frozenset()
+
+
+def app_for(service: WebSocketService) -> FastAPI:
+    app = FastAPI(lifespan=lifespan(service))
+
+    @app.websocket("/ws")
+    async def endpoint(websocket: WebSocket) -> None:
+        await serve(service, websocket)
+
+    return app
+
+
+@asynccontextmanager
+async def served(broker: str) -> AsyncIterator[tuple[WebSocketService, str]]:
+    service = WebSocketService(broker=broker, heartbeat_interval=None)
+    async with running_server(app_for(service)) as url:
+        yield service, url
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("broker", ["memory", "redis"])
+async def test_clients_dropped_while_publishing_continue_get_every_message_once(
+    broker: str,
+) -> None:
+    url_of_broker = (
+        "memory://"
+        if broker == "memory"
+        else f"redis://127.0.0.1:6379/0?prefix=test-resume-{uuid.uuid4().hex[:8]}"
+    )
+    total = 300
+    rng = random.Random(7)
+    async with served(url_of_broker) as (service, url):
+        clients = [
+            ResumingClient(f"{url}/ws", topics=["training"], min_delay=0.05, max_delay=0.5)
+            for _ in range(10)
+        ]
+        for client in clients:
+            client.start()
+        async with asyncio.timeout(10 * UNIT):  # every client subscribed before publishing
+            while service.stats()["subscriptions"] < len(clients):
+                await asyncio.sleep(0.01)
+        got: dict[int, list[int]] = {i: [] for i in range(len(clients))}
+
+        async def read(index: int, client: ResumingClient) -> None:
+            while len(got[index]) < total:
+                message = await client.receive(15 * UNIT)
+                got[index].append(message["data"]["i"])
+
+        readers = [asyncio.create_task(read(i, c)) for i, c in enumerate(clients)]
+
+        async def chaos() -> None:
+            for _ in range(12):
+                await asyncio.sleep(rng.uniform(0.05, 0.3))
+                rng.choice(clients).drop_connection()
+
+        dropper = asyncio.create_task(chaos())
+        for i in range(total):
+            await service.broadcast(event(i), topic="training")
+            await asyncio.sleep(0.005)
+        await dropper
+        await asyncio.wait_for(asyncio.gather(*readers), 20 * UNIT)
+        for index, client in enumerate(clients):
+            assert got[index] == list(range(total)), f"client {index}"
+            assert all(r.recovered for r in client.resumes)
+        assert sum(len(c.resumes) for c in clients) >= 10
+        for client in clients:
+            await client.close()
