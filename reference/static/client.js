@@ -5,7 +5,9 @@
 // subscribes to its topics, answers heartbeats, and reconnects with jittered
 // exponential backoff, resubscribing each time. Per topic it remembers the last
 // (epoch, seq) and reports a gap when a seq is skipped; a message of the topic
-// without a seq forgets the position.
+// without a seq forgets the position. On reconnect it resubscribes with
+// {resume: {epoch, seq}}: the server replays what was missed (recovered: true) or
+// says it cannot (recovered: false); replayed duplicates are dropped by seq.
 "use strict";
 
 class WsClient {
@@ -20,6 +22,7 @@ class WsClient {
     this.attempt = 0;
     this.positions = {};
     this.gaps = 0;
+    this.resumes = {complete: 0, incomplete: 0};
     this.received = 0;
     this.closedByUser = false;
     this.state = "idle";
@@ -41,7 +44,13 @@ class WsClient {
       this.attempt = 0;
       this.setState("open");
       if (this.format !== "legacy") {
-        for (const topic of this.topics) this.send({type: "subscribe", data: {topic}, id: topic});
+        for (const topic of this.topics) {
+          // After a reconnect, resume from the last (epoch, seq) seen on the topic: the
+          // server replays what was missed, or answers recovered: false.
+          const last = this.positions[topic];
+          const data = last ? {topic, resume: {epoch: last.epoch, seq: last.seq}} : {topic};
+          this.send({type: "subscribe", data, id: topic});
+        }
       }
     };
     ws.onmessage = (event) => this.handle(event.data);
@@ -80,7 +89,17 @@ class WsClient {
       if (message.type === "connection_established") {
         this.connectionId = message.data && message.data.connection_id;
       }
-      if (message.topic) this.track(message);
+      if (message.type === "subscribed" && message.data) {
+        if (message.data.recovered === true) this.resumes.complete += 1;
+        if (message.data.recovered === false) this.resumes.incomplete += 1;
+        if (message.data.recovered !== true) delete this.positions[message.data.topic];
+      }
+      if (message.topic) {
+        const last = this.positions[message.topic];
+        if (last && typeof message.seq === "number" && last.epoch === message.epoch
+            && message.seq <= last.seq) return;  // already seen (replay overlap)
+        this.track(message);
+      }
     }
     this.onMessage(message);
   }
