@@ -38,6 +38,17 @@ class MigrationCollector(Collector):
                 connections.add_metric([endpoint, path], info["delivered_by"].get(path, 0))
         yield connections
 
+        per_path = CounterMetricFamily(
+            "ws_messages",
+            "Frames handed to client sockets, by delivering path and outcome",
+            labels=["path", "outcome"],
+        )
+        for path, outcomes in shim.get("delivered", {}).items():
+            for outcome, value in outcomes.items():
+                per_path.add_metric([path, outcome], value)
+        per_path.add_metric(["new", "dropped"], service["messages_dropped"])
+        yield per_path
+
         yield GaugeMetricFamily(
             "ws_service_connections",
             "Connections registered with the new service",

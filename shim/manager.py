@@ -51,7 +51,7 @@ from service.protocol import (
 )
 
 from .diff import Differ, Side
-from .ports import ClientSocket, Mode, Route
+from .ports import ClientSocket, DeliveryCounters, Mode, Route
 from .stages import FixedStages, RoutingDecision, StageDecider
 from .translate import TranslationError, Translator
 from .wire import WireFormat, negotiate
@@ -160,6 +160,7 @@ class CompatWebSocketManager:
         self._cleanup: set[asyncio.Task[Any]] = set()
         self._canon_cache: dict[int, tuple[object, dict[str, Any]]] = {}
         self._counters: Counter[str] = Counter()
+        self.delivered = DeliveryCounters()
         self.last_reroute: dict[str, float] = {}
         self.service.register_codec(LEGACY_CODEC, self._render_legacy)
         self._remove_hook = self.service.add_publish_hook(self._mirror_to_legacy)
@@ -205,6 +206,7 @@ class CompatWebSocketManager:
             wire_format=wire_format,
             stickiness_key="",
             record=self._record,
+            counters=self.delivered,
             render_envelope=self._render_envelope,
         )
         metadata = {"endpoint": endpoint, "format": wire_format.value, "via": "shim"}
@@ -522,6 +524,7 @@ class CompatWebSocketManager:
                 for name, parts in endpoints.items()
             },
             "counters": dict(self._counters),
+            "delivered": self.delivered.as_dict(),
             "last_reroute": self.last_reroute,
             "translation": self.translator.stats(),
             "diff": self.differ.counters(),

@@ -27,7 +27,15 @@ from .diff import Side
 from .stages import RoutingDecision, Stage
 from .wire import WireFormat
 
-__all__ = ["ClientSocket", "LegacyPort", "Mode", "Route", "ServicePort", "modes_for"]
+__all__ = [
+    "ClientSocket",
+    "DeliveryCounters",
+    "LegacyPort",
+    "Mode",
+    "Route",
+    "ServicePort",
+    "modes_for",
+]
 
 
 class Mode(Enum):
@@ -53,6 +61,24 @@ def modes_for(stage: Stage, *, sampled: bool) -> tuple[Mode, Mode]:
     return legacy, new
 
 
+class DeliveryCounters:
+    """Frames that reached client sockets, per delivering path (shared by all routes)."""
+
+    __slots__ = ("legacy_failed", "legacy_sent", "new_failed", "new_sent")
+
+    def __init__(self) -> None:
+        self.legacy_sent = 0
+        self.legacy_failed = 0
+        self.new_sent = 0
+        self.new_failed = 0
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {
+            "legacy": {"sent": self.legacy_sent, "failed": self.legacy_failed},
+            "new": {"sent": self.new_sent, "failed": self.new_failed},
+        }
+
+
 class ClientSocket(Protocol):
     """The client's real socket (Starlette's WebSocket)."""
 
@@ -73,6 +99,7 @@ class Route:
     __slots__ = (
         "comparing",
         "connection_id",
+        "counters",
         "decision",
         "endpoint",
         "format",
@@ -97,6 +124,7 @@ class Route:
         stickiness_key: str,
         record: Recorder,
         render_envelope: LegacyRenderer,
+        counters: DeliveryCounters,
     ) -> None:
         self.socket = socket
         self.connection_id = connection_id
@@ -104,6 +132,7 @@ class Route:
         self.format = wire_format
         self.stickiness_key = stickiness_key
         self.record = record
+        self.counters = counters
         self.render_envelope = render_envelope
         self.decision = RoutingDecision(Stage.LEGACY)
         self.sampled = False
@@ -141,12 +170,17 @@ class LegacyPort:
     async def send_json(self, data: Any, mode: str = "text") -> None:
         route = self.route
         if route.legacy_mode is Mode.DELIVER:
-            if route.format is WireFormat.LEGACY:
-                await route.socket.send_json(data)
-            else:
-                text = route.render_envelope(data)
-                if text is not None:
-                    await route.socket.send_text(text)
+            try:
+                if route.format is WireFormat.LEGACY:
+                    await route.socket.send_json(data)
+                else:
+                    text = route.render_envelope(data)
+                    if text is not None:
+                        await route.socket.send_text(text)
+            except Exception:
+                route.counters.legacy_failed += 1
+                raise
+            route.counters.legacy_sent += 1
             if route.comparing:
                 route.record(route, Side.LEGACY, data)
         elif route.legacy_mode is Mode.RECORD:
@@ -173,7 +207,12 @@ class ServicePort:
     async def send_text(self, data: str) -> None:
         route = self.route
         if route.new_mode is Mode.DELIVER:
-            await route.socket.send_text(data)
+            try:
+                await route.socket.send_text(data)
+            except Exception:
+                route.counters.new_failed += 1
+                raise
+            route.counters.new_sent += 1
             if route.comparing:
                 route.record(route, Side.NEW, data)
         elif route.new_mode is Mode.RECORD:

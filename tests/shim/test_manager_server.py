@@ -131,6 +131,11 @@ async def test_every_stage_delivers_each_event_once_in_each_clients_format(stage
             assert {"type", "data", "timestamp"} <= set(frame)
 
         await b.manager.stop()
+        delivered = b.manager.stats()["delivered"]
+        feeding = "new" if stage.new_delivers else "legacy"
+        idle = "legacy" if feeding == "new" else "new"
+        assert delivered[feeding]["sent"] == 2 * (len(CATALOGUE) + 1)
+        assert delivered[idle]["sent"] == 0
         if stage.compares:
             assert b.differ.unexpected_total == 0
             counters = b.differ.counters()["/ws"]
