@@ -23,9 +23,8 @@ UNIT = float(os.environ.get("WS_TEST_TIMEOUT_UNIT", "1.0"))
 @contextlib.asynccontextmanager
 async def running_server(app: Any, **config: Any) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn in this event loop; yield its ``ws://`` base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", **config)
-    )
+    config.setdefault("log_level", "warning")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, **config))
     task = asyncio.create_task(server.serve())
     for _ in range(int(500 * UNIT)):
         if server.started or task.done():

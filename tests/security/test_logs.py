@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import Any
 
 import pytest
 import structlog
-import uvicorn
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
@@ -30,7 +29,7 @@ from service import AuthenticationFailed, JWTAuthenticator, WebSocketService
 from service.auth import extract_token, parse_auth_message
 from service.handshake import Handshake
 from tests.security.helpers import SECRET, hs_token, make_app
-from tests.support import UNIT, connect, receive_json, send_json
+from tests.support import UNIT, connect, receive_json, running_server, send_json
 
 pytestmark = pytest.mark.integration
 
@@ -78,27 +77,9 @@ def structlog_to_stdout_at_debug() -> Iterator[None]:
         structlog.configure(**saved)
 
 
-@asynccontextmanager
-async def debug_server(service: WebSocketService) -> AsyncIterator[str]:
+def debug_server(service: WebSocketService) -> AbstractAsyncContextManager[str]:
     """uvicorn at DEBUG with its access log, in this loop; yields the ws:// URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            make_app(service), host="127.0.0.1", port=0, log_level="debug", access_log=True
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    for _ in range(int(500 * UNIT)):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
-    if task.done():
-        task.result()
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"ws://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10 * UNIT)
+    return running_server(make_app(service), log_level="debug", access_log=True)
 
 
 async def http_get(url: str, path: str) -> bytes:
