@@ -260,6 +260,7 @@ class WebSocketService:
             "closed_heartbeat": 0,
             "resumes_complete": 0,
             "resumes_incomplete": 0,
+            "broker_gaps": 0,
             "closed_too_big": 0,
             "closed_rate_limited": 0,
             "rate_limited": 0,
@@ -325,6 +326,7 @@ class WebSocketService:
 
     async def _ensure_broker(self) -> None:
         if not self._broker_connected:
+            self.broker.set_gap_handler(self._on_gap)
             await self.broker.connect(self._on_publication)
             self._broker_connected = True
 
@@ -822,6 +824,37 @@ class WebSocketService:
                 rendered = frame.render(connection.codec, self._codecs)
                 if rendered is not None:
                     connection.deliver(rendered)
+
+    def _on_gap(self, topic: str) -> None:
+        """The broker lost publications of ``topic`` it cannot replay: say so to subscribers."""
+        self._counters["broker_gaps"] += 1
+        self._spawn(self._announce_gap(topic))
+
+    async def _announce_gap(self, topic: str) -> None:
+        # The same notice a resume that cannot be served gets: ``subscribed`` with
+        # ``recovered: false`` and the topic's position, then its last values.
+        try:
+            epoch, seq = await self.broker.position(topic)
+            retained = await self.broker.last_values(topic) if topic in self.retain else []
+        except Exception:
+            _log.warning("gap_notice_failed", topic=topic)
+            return
+        notice = WebSocketMessage(
+            type=MessageType.SUBSCRIBED,
+            data={
+                "topic": topic,
+                "seq": seq,
+                "epoch": epoch,
+                "recovered": False,
+                "reason": "the broker lost messages it cannot replay",
+            },
+        )
+        frame = _Frame(encode(notice).decode())
+        for connection in list(self._registry.subscribers(topic).values()):
+            self._deliver_frame(connection, frame)
+            for publication in retained:
+                self._deliver_one(connection, publication)
+        _log.warning("gap_announced", topic=topic, seq=seq, epoch=epoch)
 
     # -- inbound -------------------------------------------------------------------
 

@@ -18,8 +18,11 @@ Guarantees every broker gives:
   subscribes a topic when it gains its first local subscriber and unsubscribes
   when it loses its last; a broker only delivers topics it is subscribed to.
 - **On reconnect** (after a backend outage) a broker resubscribes its topics by
-  itself; publications made during the outage reach no handler live, but stay in
-  the history where the backend kept them, so clients can resume.
+  itself and catches up: what was published meanwhile and is still in the
+  history reaches the handler, in order, before newer publications, and nothing
+  twice. Where the history cannot cover the gap (the epoch changed, or it was
+  trimmed), the broker calls the gap handler with the topic instead, so nobody
+  mistakes a hole for a complete stream.
 - **Failing fast**: ``publish`` raises :class:`~service.errors.BrokerUnavailable`
   instead of waiting when the backend is down.
 """
@@ -31,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Broker", "History", "Publication", "PublicationHandler"]
+__all__ = ["Broker", "GapHandler", "History", "Publication", "PublicationHandler"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +67,14 @@ class History:
 
 PublicationHandler = Callable[[Publication], None]
 
+#: Called with a topic whose publications may have been missed and cannot be replayed.
+GapHandler = Callable[[str], None]
+
 
 class Broker(ABC):
     """Carries encoded publications between processes (see the module docstring)."""
+
+    _gap_handler: GapHandler | None = None
 
     @abstractmethod
     async def connect(self, handler: PublicationHandler) -> None:
@@ -74,6 +82,13 @@ class Broker(ABC):
 
         ``handler`` is called on the event loop, synchronously, and must not block.
         """
+
+    def set_gap_handler(self, handler: GapHandler | None) -> None:
+        """Call ``handler(topic)`` when a reconnect left a gap the history cannot fill.
+
+        A broker that never loses publications (the memory loopback) never calls it.
+        """
+        self._gap_handler = handler
 
     @abstractmethod
     async def disconnect(self) -> None:

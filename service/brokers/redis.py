@@ -207,6 +207,9 @@ class RedisBroker(Broker):
         self._reconnects = 0
         self._published = 0
         self._last_error: str | None = None
+        self._delivered: dict[str, tuple[str, int]] = {}  # topic -> last (epoch, seq) handed on
+        self._held: list[dict[str, Any]] | None = None  # live messages held during catch-up
+        self._gaps = 0
 
     # -- names -------------------------------------------------------------------------
 
@@ -326,6 +329,7 @@ class RedisBroker(Broker):
         async with self._lock:
             if self._wanted.pop(channel, None) is None:
                 return
+            self._delivered.pop(topic, None)
             pubsub = self._pubsub
             if pubsub is not None and self._healthy:
                 with suppress(BrokerError):
@@ -390,6 +394,9 @@ class RedisBroker(Broker):
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "message":
+            if self._held is not None:  # catching up: live messages wait their turn
+                self._held.append(message)
+                return
             topic = self._wanted.get(message["channel"])
             if topic is None or self._handler is None:
                 return  # unsubscribed while the message was on its way
@@ -398,14 +405,55 @@ class RedisBroker(Broker):
             except ValueError:
                 self._log.error("redis_broker_bad_message", topic=topic)
                 return
-            try:
-                self._handler(publication)
-            except Exception:  # a handler bug must not stop delivery of the rest
-                self._log.exception("redis_broker_handler_failed", topic=topic)
+            self._hand_on(publication)
         elif kind == "subscribe":
             waiter = self._waiters.get(message["channel"])
             if waiter is not None and not waiter.done():
                 waiter.set_result(True)
+
+    def _hand_on(self, publication: Publication) -> None:
+        """Give ``publication`` to the handler unless it was handed on already."""
+        last = self._delivered.get(publication.topic)
+        if last is not None and last[0] == publication.epoch and publication.seq <= last[1]:
+            return  # seen during catch-up
+        self._delivered[publication.topic] = (publication.epoch, publication.seq)
+        if self._handler is None:
+            return
+        try:
+            self._handler(publication)
+        except Exception:  # a handler bug must not stop delivery of the rest
+            self._log.exception("redis_broker_handler_failed", topic=publication.topic)
+
+    async def _catch_up(self) -> None:
+        """After a reconnect: replay from the history what the outage swallowed.
+
+        Live messages that arrive meanwhile are held and handed on afterwards, so
+        the order per topic holds and nothing is handed on twice. A topic whose
+        history cannot cover the gap goes to the gap handler.
+        """
+        self._held = []
+        try:
+            for topic in list(self._wanted.values()):
+                last = self._delivered.get(topic)
+                if last is None:
+                    continue
+                try:
+                    history = await self.history(topic, epoch=last[0], since_seq=last[1])
+                except BrokerError:
+                    history = None
+                if history is not None and history.complete:
+                    for publication in history.publications:
+                        self._hand_on(publication)
+                    continue
+                self._gaps += 1
+                self._delivered.pop(topic, None)
+                self._log.warning("redis_broker_gap", topic=topic, since=last)
+                if self._gap_handler is not None:
+                    self._gap_handler(topic)
+        finally:
+            held, self._held = self._held, None
+            for message in held:
+                self._dispatch(message)
 
     def _lost(self, exc: BaseException) -> None:
         self._healthy = False
@@ -438,6 +486,7 @@ class RedisBroker(Broker):
                 continue
             self._healthy = True
             self._reconnects += 1
+            await self._catch_up()
             self._log.info(
                 "redis_broker_reconnected",
                 attempts=attempt,
@@ -547,6 +596,7 @@ class RedisBroker(Broker):
             "published": self._published,
             "subscribed_topics": len(self._wanted),
             "last_error": self._last_error,
+            "gaps": self._gaps,
         }
 
 
