@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -96,6 +96,7 @@ class Connection:
     """
 
     __slots__ = (
+        "_held",
         "_loop",
         "_on_dead",
         "_queue",
@@ -141,6 +142,7 @@ class Connection:
         self._queue: deque[str] = deque()
         self._queued_chars = 0
         self._writer: asyncio.Task[None] | None = None
+        self._held = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -152,10 +154,35 @@ class Connection:
         """Send ``text`` now if the socket takes it, else buffer it (bounded)."""
         if self.closed:
             return
-        if self._writer is None:
+        if self._writer is None and not self._held:
             self._send_eagerly(text)
         else:
             self._enqueue(text)
+
+    def hold(self) -> None:
+        """Buffer deliveries (bounded, as usual) until :meth:`release`.
+
+        Used while a subscription is being set up, so that its acknowledgement and
+        replay reach the client before live messages that arrived meanwhile.
+        """
+        self._held = True
+
+    def release(self, first: Sequence[str], *, keep: Callable[[str], bool] | None = None) -> None:
+        """Send ``first``, then what was buffered while held (only texts ``keep`` accepts)."""
+        self._held = False
+        if self.closed:
+            return
+        if keep is not None and self._queue:
+            kept = [text for text in self._queue if keep(text)]
+            self._queue = deque(kept)
+            self._queued_chars = sum(len(text) for text in kept)
+        for text in reversed(first):
+            self._queue.appendleft(text)
+            self._queued_chars += len(text)
+        while self._queue and self._writer is None and not self.closed:
+            text = self._queue.popleft()
+            self._queued_chars -= len(text)
+            self._send_eagerly(text)  # a send that suspends becomes the writer for the rest
 
     def _send_eagerly(self, text: str) -> None:
         try:

@@ -26,6 +26,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import structlog
 
 from .auth import Authenticate, Authorize, FirstMessageAuthenticator, default_principal_key
@@ -687,12 +688,21 @@ class WebSocketService:
                 f"at most {self.max_subscriptions} subscriptions per connection",
                 request_id=None if ack is None else ack.request_id,
             )
-        # Hold the lock until the registry holds the subscriber, so a concurrent
-        # last-unsubscribe cannot drop the broker subscription underneath us.
-        async with self._broker_lock:
-            if topic not in self._broker_topics:
-                await self.broker.subscribe(topic)
-                self._broker_topics.add(topic)
+        # The connection holds its deliveries from the moment it joins the topic
+        # until the ack and any replay are queued in front of them: live messages
+        # published while the broker answers wait behind the replay instead of
+        # slipping past it, and those the replay already covers are dropped.
+        connection.hold()
+        first: list[str] = []
+        floor: tuple[str, int] | None = None
+        try:
+            async with self._broker_lock:
+                if topic not in self._broker_topics:
+                    await self.broker.subscribe(topic)
+                    self._broker_topics.add(topic)
+                if connection.closed or cid not in self._connections:
+                    return
+                self._registry.subscribe(cid, connection, topic)
             recovered: bool | None = None
             missed: Sequence[Publication] = ()
             if ack is not None and ack.resume is not None:
@@ -702,25 +712,24 @@ class WebSocketService:
                 recovered, missed = history.complete, history.publications
                 epoch, seq = history.epoch, history.seq
                 self._counters["resumes_complete" if recovered else "resumes_incomplete"] += 1
-            elif ack is not None:
-                epoch, seq = await self.broker.position(topic)
             else:
-                epoch, seq = None, None
+                epoch, seq = await self.broker.position(topic)
+            floor = (epoch, seq)
             retained = (
                 await self.broker.last_values(topic)
                 if topic in self.retain and not recovered
                 else []
             )
-            if connection.closed or cid not in self._connections:
-                return
-            # No await from here on: nothing published in between can slip past both
-            # the replay and the live subscription.
+            frames = [
+                _Frame(with_sequence(p.payload, p.seq, p.epoch).decode())
+                for p in (*missed, *retained)
+            ]
             if ack is not None:
                 ack_message = subscription_ack(ack, seq=seq, epoch=epoch, recovered=recovered)
-                self._send_to(connection, ack_message)
-            for publication in (*missed, *retained):
-                self._deliver_one(connection, publication)
-            self._registry.subscribe(cid, connection, topic)
+                frames.insert(0, _Frame(encode(ack_message).decode()))
+            first = [text for frame in frames if (text := self._text_for(connection, frame))]
+        finally:
+            connection.release(first, keep=None if floor is None else _newer_than(topic, floor))
 
     async def unsubscribe(self, connection_id: str, topic: str) -> None:
         """Unsubscribe; unsubscribing a topic that was not subscribed is harmless."""
@@ -759,6 +768,11 @@ class WebSocketService:
     def _send_to(self, connection: Connection, message: WebSocketMessage) -> None:
         frame = _Frame(encode(message).decode())
         self._deliver_frame(connection, frame)
+
+    def _text_for(self, connection: Connection, frame: _Frame) -> str | None:
+        if connection.codec is None:
+            return frame.standard
+        return frame.render(connection.codec, self._codecs)
 
     def _deliver_frame(self, connection: Connection, frame: _Frame) -> None:
         if connection.codec is None:
@@ -1045,6 +1059,23 @@ class WebSocketService:
             **self._counters,
             "broker": self.broker.stats(),
         }
+
+
+def _newer_than(topic: str, floor: tuple[str, int]) -> Callable[[str], bool]:
+    """A filter for held texts: drop ``topic``'s frames at or below ``floor`` (epoch, seq)."""
+    epoch, seq = floor
+
+    def keep(text: str) -> bool:
+        try:
+            wire = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return True
+        if not isinstance(wire, dict) or wire.get("topic") != topic:
+            return True
+        frame_seq = wire.get("seq")
+        return not (wire.get("epoch") == epoch and isinstance(frame_seq, int) and frame_seq <= seq)
+
+    return keep
 
 
 async def _accept_if_needed(websocket: Any, subprotocol: str | None) -> None:

@@ -155,3 +155,37 @@ async def test_clients_dropped_while_publishing_continue_get_every_message_once(
         assert sum(len(c.resumes) for c in clients) >= 10
         for client in clients:
             await client.close()
+
+
+class SlowHistoryBroker(MemoryBroker):
+    """History answers only after ``gate`` opens, like a broker across the network."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.asked = asyncio.Event()
+
+    async def history(self, topic: str, *, epoch: str, since_seq: int) -> Any:
+        answer = await super().history(topic, epoch=epoch, since_seq=since_seq)
+        self.asked.set()
+        await self.gate.wait()
+        return answer
+
+
+async def test_publications_during_a_slow_resume_are_neither_lost_nor_doubled() -> None:
+    broker = SlowHistoryBroker()
+    service = WebSocketService(broker=broker, heartbeat_interval=None)
+    for i in range(3):
+        await service.broadcast(event(i), topic="training")
+    epoch, _ = await broker.position("training")
+    socket = MockWebSocket()
+    cid = await service.connect(socket)
+    resuming = asyncio.ensure_future(subscribe(service, cid, {"epoch": epoch, "seq": 1}))
+    await broker.asked.wait()  # the history is taken (up to seq 3); the answer is in flight
+    await service.broadcast(event(3), topic="training")  # seq 4: live, during the resume
+    broker.gate.set()
+    await resuming
+    await service.broadcast(event(4), topic="training")
+    kinds = [m["type"] for m in socket.sent_messages[1:]]
+    assert kinds[0] == "subscribed"
+    assert [m["seq"] for m in socket.of_type("training_progress")] == [2, 3, 4, 5]
