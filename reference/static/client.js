@@ -15,6 +15,7 @@ class WsClient {
     this.url = url;
     this.topics = options.topics || [];
     this.format = options.format || "envelope";
+    this.token = options.token || null;
     this.onMessage = options.onMessage || (() => {});
     this.onState = options.onState || (() => {});
     this.minDelay = options.minDelay || 250;
@@ -37,7 +38,10 @@ class WsClient {
 
   connect() {
     this.setState(this.attempt ? "reconnecting" : "connecting");
+    // A token travels as the subprotocol "bearer.<token>" next to "envelope.v1":
+    // browsers cannot set an Authorization header, and a query string is logged.
     const protocols = this.format === "legacy" ? [] : ["envelope.v1"];
+    if (this.token && this.format !== "legacy") protocols.push(`bearer.${this.token}`);
     const ws = new WebSocket(this.url, protocols);
     this.ws = ws;
     ws.onopen = () => {

@@ -153,7 +153,9 @@ function onState(state, detail) {
 }
 
 const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${endpoint}`;
-const client = new WsClient(wsUrl, {topics: ["training", "models"], format, onMessage, onState});
+// With authentication on, open the page as /#token=<JWT>: the fragment never leaves the browser.
+const token = new URLSearchParams(location.hash.slice(1)).get("token");
+const client = new WsClient(wsUrl, {topics: ["training", "models"], format, token, onMessage, onState});
 window.dashboardClient = client;
 setInterval(() => {
   document.getElementById("received").textContent = client.received;

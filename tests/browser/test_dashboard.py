@@ -198,3 +198,32 @@ async def run_dashboard_scenario(backend: Backend, toggles: Path, context: Brows
     await new_view.expect_text("#gaps", "0")
     for view in views:
         await view.still_the_same_page()
+
+
+async def test_dashboard_with_authentication_on(browser: Browser, tmp_path: Path) -> None:
+    """With WS_JWT_SECRET set, the page authenticates with /#token=<JWT> and updates;
+    without a token its WebSocket is refused (HTTP 403) and the page says so."""
+    from tests.security.helpers import SECRET, hs_token
+
+    toggles = copy_toggles(tmp_path)
+    flag_settings = FlagSettings(toggles_file=toggles, watch_interval=0.1)
+    async with serve_reference(flag_settings, fast_settings(jwt_key=SECRET)) as backend:
+        context = await browser.new_context(viewport={"width": 1280, "height": 900})
+        try:
+            await flags_cli(toggles, "set", "/ws", "new")
+            await backend.rerouted({"/ws": Stage.NEW})
+            view = await View.open(
+                await context.new_page(), "authenticated", f"{backend.http_url}/#token={hs_token()}"
+            )
+            await progress_advances(backend, [view])
+            await view.still_the_same_page()
+            refused = await context.new_page()
+            await refused.goto(f"{backend.http_url}/")
+            await refused.wait_for_function(
+                "() => window.dashboardClient && window.dashboardClient.state !== 'connecting'"
+                " && window.dashboardClient.state !== 'open'",
+                timeout=10_000 * UNIT,
+            )
+            assert await refused.evaluate("() => window.dashboardClient.connectionId") is None
+        finally:
+            await context.close()
