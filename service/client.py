@@ -74,6 +74,7 @@ class ResumingClient:
         self.resumes: list[Resume] = []
         self.connections = 0
         self.duplicates_dropped = 0
+        self._retained_window: set[str] = set()
         self._queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue(10_000)
         self._task: asyncio.Task[None] | None = None
         self._socket: Any = None
@@ -170,9 +171,13 @@ class ResumingClient:
         if isinstance(topic, str) and isinstance(seq, int) and isinstance(epoch, str):
             last = self.positions.get(topic)
             if last is not None and last.epoch == epoch and seq <= last.seq:
-                self.duplicates_dropped += 1
-                return
-            self.positions[topic] = TopicPosition(epoch, seq)
+                if topic not in self._retained_window:
+                    self.duplicates_dropped += 1
+                    return
+                # A retained last value, older than where the subscription starts.
+            else:
+                self._retained_window.discard(topic)
+                self.positions[topic] = TopicPosition(epoch, seq)
         await self._queue.put(message)
 
     def _on_subscribed(self, data: dict[str, Any]) -> None:
@@ -183,7 +188,14 @@ class ResumingClient:
             self.resumes.append(
                 Resume(topic, self.positions.get(topic), bool(data.get("recovered")))
             )
-        if not data.get("recovered"):
-            # A fresh start or an unrecoverable gap: accept what comes next (the
-            # retained last values, oldest first, then live messages).
+        epoch, seq = data.get("epoch"), data.get("seq")
+        if data.get("recovered"):
+            self._retained_window.discard(topic)
+        elif isinstance(epoch, str) and isinstance(seq, int):
+            # A fresh start or an unrecoverable gap: the subscription starts at the
+            # position the server names (a drop before the first message resumes from
+            # there); the retained last values that follow are older, and welcome.
+            self.positions[topic] = TopicPosition(epoch, seq)
+            self._retained_window.add(topic)
+        else:
             self.positions.pop(topic, None)

@@ -96,13 +96,22 @@ class WsClient {
       if (message.type === "subscribed" && message.data) {
         if (message.data.recovered === true) this.resumes.complete += 1;
         if (message.data.recovered === false) this.resumes.incomplete += 1;
-        if (message.data.recovered !== true) delete this.positions[message.data.topic];
+        const {topic, epoch, seq, recovered} = message.data;
+        if (recovered !== true) {
+          // The subscription starts where the server says: a drop before the first
+          // message resumes from here; the retained last values that follow are older.
+          if (typeof seq === "number") this.positions[topic] = {epoch, seq, retained: true};
+          else delete this.positions[topic];
+        }
       }
       if (message.topic) {
         const last = this.positions[message.topic];
         if (last && typeof message.seq === "number" && last.epoch === message.epoch
-            && message.seq <= last.seq) return;  // already seen (replay overlap)
-        this.track(message);
+            && message.seq <= last.seq) {
+          if (!last.retained) return;  // already seen (replay overlap)
+        } else {
+          this.track(message);
+        }
       }
     }
     this.onMessage(message);

@@ -148,7 +148,16 @@ async def test_clients_dropped_while_publishing_continue_get_every_message_once(
             await service.broadcast(event(i), topic="training")
             await asyncio.sleep(0.005)
         await dropper
-        await asyncio.wait_for(asyncio.gather(*readers), 20 * UNIT)
+        try:
+            await asyncio.wait_for(asyncio.gather(*readers), 20 * UNIT)
+        except TimeoutError:
+            detail = {
+                i: (len(got[i]), sorted(set(range(total)) - set(got[i]))[:10], c.resumes,
+                    c.connections, c.duplicates_dropped)
+                for i, c in enumerate(clients)
+                if len(got[i]) < total
+            }
+            raise AssertionError(f"clients short of messages: {detail}") from None
         for index, client in enumerate(clients):
             assert got[index] == list(range(total)), f"client {index}"
             assert all(r.recovered for r in client.resumes)
@@ -189,3 +198,20 @@ async def test_publications_during_a_slow_resume_are_neither_lost_nor_doubled() 
     kinds = [m["type"] for m in socket.sent_messages[1:]]
     assert kinds[0] == "subscribed"
     assert [m["seq"] for m in socket.of_type("training_progress")] == [2, 3, 4, 5]
+
+
+@pytest.mark.integration
+async def test_a_client_dropped_before_its_first_message_resumes_from_its_ack() -> None:
+    async with served("memory://") as (service, url):
+        client = ResumingClient(f"{url}/ws", topics=["training"], min_delay=0.2, max_delay=0.3)
+        client.start()
+        async with asyncio.timeout(5 * UNIT):
+            while service.stats()["subscriptions"] < 1:
+                await asyncio.sleep(0.01)
+        client.drop_connection()
+        for i in range(5):
+            await service.broadcast(event(i), topic="training")
+        got = [(await client.receive(5 * UNIT))["data"]["i"] for _ in range(5)]
+        assert got == list(range(5))
+        assert [r.recovered for r in client.resumes] == [True]
+        await client.close()
