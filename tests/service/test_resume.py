@@ -152,8 +152,13 @@ async def test_clients_dropped_while_publishing_continue_get_every_message_once(
             await asyncio.wait_for(asyncio.gather(*readers), 20 * UNIT)
         except TimeoutError:
             detail = {
-                i: (len(got[i]), sorted(set(range(total)) - set(got[i]))[:10], c.resumes,
-                    c.connections, c.duplicates_dropped)
+                i: (
+                    len(got[i]),
+                    sorted(set(range(total)) - set(got[i]))[:10],
+                    c.resumes,
+                    c.connections,
+                    c.duplicates_dropped,
+                )
                 for i, c in enumerate(clients)
                 if len(got[i]) < total
             }
