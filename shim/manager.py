@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -37,6 +38,7 @@ from starlette.exceptions import WebSocketException
 
 from legacy.manager import WebSocketManager
 from service import MessageType, WebSocketMessage, WebSocketService
+from service.brokers import MemoryBroker
 from service.errors import ConnectionRefused, ErrorCode, ProtocolError
 from service.protocol import (
     Ping,
@@ -50,7 +52,7 @@ from service.protocol import (
     subscription_ack,
 )
 
-from .diff import Differ, Side
+from .diff import Differ, ExpectedDifference, MismatchKind, Side
 from .ports import ClientSocket, DeliveryCounters, Mode, Route
 from .stages import FixedStages, RoutingDecision, StageDecider
 from .translate import TranslationError, Translator
@@ -65,6 +67,11 @@ _log = structlog.get_logger("shim")
 #: Set while the shim itself publishes into the service, so its publish hook does
 #: not mirror the shim's own dual-write back to the legacy side.
 _FROM_SHIM: contextvars.ContextVar[bool] = contextvars.ContextVar("from_shim", default=False)
+
+_WORKER_LOCAL_LEGACY = ExpectedDifference(
+    kind=MismatchKind.EXTRA,
+    reason="legacy delivery is local to its worker; the new side reaches every worker's clients",
+)
 
 _CONTROL_TYPES = frozenset({"subscribe", "unsubscribe", "ping", "pong", "heartbeat"})
 
@@ -162,6 +169,14 @@ class CompatWebSocketManager:
         self._counters: Counter[str] = Counter()
         self.delivered = DeliveryCounters()
         self.last_reroute: dict[str, float] = {}
+        if not isinstance(self.service.broker, MemoryBroker):
+            # Several processes: the legacy side only ever reaches its own worker's
+            # clients (the legacy behaviour), while the new side delivers every
+            # worker's events. Those extras are that, not a translation bug.
+            self.differ.config = replace(
+                self.differ.config,
+                expected=(*self.differ.config.expected, _WORKER_LOCAL_LEGACY),
+            )
         self.service.register_codec(LEGACY_CODEC, self._render_legacy)
         self._remove_hook = self.service.add_publish_hook(self._mirror_to_legacy)
         self._remove_listener = self.decider.add_listener(self._on_flags_changed)

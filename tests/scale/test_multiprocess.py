@@ -53,6 +53,17 @@ def start_server(port: int, env: dict[str, str], workers: int) -> subprocess.Pop
     return subprocess.Popen(argv, cwd=ROOT, env=env)
 
 
+def delete_keys(prefix: str) -> None:
+    """Leave the shared Redis as we found it."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[list[int]]:
     toggles = tmp_path / "toggles.json"
@@ -78,13 +89,7 @@ def servers(tmp_path: Path) -> Iterator[list[int]]:
                 process.wait(10 * UNIT)
             except subprocess.TimeoutExpired:
                 process.kill()
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=6379)
-        keys = list(client.scan_iter(f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        delete_keys(prefix)
 
 
 async def wait_ready(port: int) -> None:
@@ -150,3 +155,60 @@ async def test_two_processes_and_two_workers_deliver_every_message_once_in_order
             assert len({frame["epoch"] for frame in got}) == 1
     finally:
         await asyncio.gather(*(ws.close() for ws in clients), return_exceptions=True)
+
+
+@pytest.fixture
+def shadow_servers(tmp_path: Path) -> Iterator[list[int]]:
+    toggles = tmp_path / "toggles.json"
+    shutil.copy(ROOT / "flags" / "toggles.json", toggles)
+    write_document(toggles, set_endpoint_stage(read_document(toggles), "/ws", Stage.SHADOW))
+    prefix = f"test-mp-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "BROKER_URL": f"redis://127.0.0.1:6379/0?prefix={prefix}",
+        "FLAGS_FILE": str(toggles),
+        "TRAINING_AUTOPILOT_SECONDS": "0",
+        "LOG_LEVEL": "warning",
+    }
+    ports = [free_port(), free_port()]
+    processes = [start_server(port, env, 1) for port in ports]
+    try:
+        yield ports
+    finally:
+        for process in processes:
+            process.terminate()
+            try:
+                process.wait(10 * UNIT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        delete_keys(prefix)
+
+
+async def test_shadow_across_processes_reports_worker_local_legacy_as_expected(
+    shadow_servers: list[int],
+) -> None:
+    """Legacy delivery stays in its worker; the other worker's differ says so, not a bug."""
+    for port in shadow_servers:
+        await wait_ready(port)
+    here, there = shadow_servers
+    old_here = await connect(f"ws://127.0.0.1:{here}/ws")
+    old_there = await connect(f"ws://127.0.0.1:{there}/ws")
+    try:
+        await asyncio.sleep(0.5 * UNIT)
+        async with httpx.AsyncClient() as http:
+            answer = await http.post(f"http://127.0.0.1:{here}/api/models", json={"name": "m"})
+            assert answer.status_code == 200
+            got = orjson.loads(await asyncio.wait_for(old_here.recv(), 5 * UNIT))
+            assert got["type"] == "model_created" and got["model_name"] == "m"
+            with pytest.raises(TimeoutError):  # legacy never crossed workers
+                await asyncio.wait_for(old_there.recv(), 1 * UNIT)
+            await asyncio.sleep(2.5 * UNIT)  # the differ's settle time
+            there_diff = (await http.get(f"http://127.0.0.1:{there}/ops/diff")).json()
+            here_diff = (await http.get(f"http://127.0.0.1:{here}/ops/diff")).json()
+        assert there_diff["unexpected_total"] == 0
+        assert there_diff["counters"]["/ws"]["expected"] >= 1
+        assert here_diff["unexpected_total"] == 0
+        assert here_diff["counters"]["/ws"]["matched"] >= 2
+    finally:
+        await old_here.close()
+        await old_there.close()
