@@ -199,6 +199,7 @@ class Differ:
         self._clock = clock
         self._logger: Any = logger if logger is not None else structlog.get_logger("shim.diff")
         self._masks = _compile_masks(self.config.masks)
+        self._masked_cache: dict[int, tuple[object, Mapping[str, Any], Any, Any]] = {}
         self._connections: dict[str, _Connection] = {}
         self._counters: dict[str, dict[str, int]] = {}
         self._ring: deque[Mismatch] = deque(maxlen=self.config.ring_size)
@@ -222,12 +223,20 @@ class Differ:
         index = 0 if side == Side.LEGACY else 1 if side == Side.NEW else -1
         if conn is None or index < 0:
             return
-        payload: Mapping[str, Any] = event if isinstance(event, Mapping) else {"data": event}
-        masked = _mask(payload, self._masks)
+        # One broadcast records the same event object for every recipient: mask and
+        # fingerprint it once (keyed by identity; the entry keeps the object alive).
+        cached = self._masked_cache.get(id(event))
+        if cached is not None and cached[0] is event:
+            _, payload, masked, fingerprint = cached
+        else:
+            payload = event if isinstance(event, Mapping) else {"data": event}
+            masked = _mask(payload, self._masks)
+            fingerprint = _fingerprint(masked)
+            if len(self._masked_cache) >= 256:
+                self._masked_cache.clear()
+            self._masked_cache[id(event)] = (event, payload, masked, fingerprint)
         queue = conn.pending[index]
-        queue.append(
-            _Entry(conn.next_pos[index], self._clock(), payload, masked, _fingerprint(masked))
-        )
+        queue.append(_Entry(conn.next_pos[index], self._clock(), payload, masked, fingerprint))
         conn.next_pos[index] += 1
         conn.since_compaction += 1
         self._counters[conn.endpoint]["compared"] += 1
