@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +65,12 @@ def delete_keys(prefix: str) -> None:
     client.close()
 
 
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[list[int]]:
+@contextmanager
+def two_servers(tmp_path: Path, stage: Stage, workers: tuple[int, int]) -> Iterator[list[int]]:
+    """Two reference-backend processes on one Redis prefix, ``/ws`` at ``stage``."""
     toggles = tmp_path / "toggles.json"
     shutil.copy(ROOT / "flags" / "toggles.json", toggles)
-    write_document(toggles, set_endpoint_stage(read_document(toggles), "/ws", Stage.NEW))
+    write_document(toggles, set_endpoint_stage(read_document(toggles), "/ws", stage))
     prefix = f"test-mp-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
@@ -78,7 +80,7 @@ def servers(tmp_path: Path) -> Iterator[list[int]]:
         "LOG_LEVEL": "warning",
     }
     ports = [free_port(), free_port()]
-    processes = [start_server(ports[0], env, 2), start_server(ports[1], env, 1)]
+    processes = [start_server(port, env, n) for port, n in zip(ports, workers, strict=True)]
     try:
         yield ports
     finally:
@@ -90,6 +92,18 @@ def servers(tmp_path: Path) -> Iterator[list[int]]:
             except subprocess.TimeoutExpired:
                 process.kill()
         delete_keys(prefix)
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[int]]:
+    with two_servers(tmp_path, Stage.NEW, (2, 1)) as ports:
+        yield ports
+
+
+@pytest.fixture
+def shadow_servers(tmp_path: Path) -> Iterator[list[int]]:
+    with two_servers(tmp_path, Stage.SHADOW, (1, 1)) as ports:
+        yield ports
 
 
 async def wait_ready(port: int) -> None:
@@ -155,33 +169,6 @@ async def test_two_processes_and_two_workers_deliver_every_message_once_in_order
             assert len({frame["epoch"] for frame in got}) == 1
     finally:
         await asyncio.gather(*(ws.close() for ws in clients), return_exceptions=True)
-
-
-@pytest.fixture
-def shadow_servers(tmp_path: Path) -> Iterator[list[int]]:
-    toggles = tmp_path / "toggles.json"
-    shutil.copy(ROOT / "flags" / "toggles.json", toggles)
-    write_document(toggles, set_endpoint_stage(read_document(toggles), "/ws", Stage.SHADOW))
-    prefix = f"test-mp-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "BROKER_URL": f"redis://127.0.0.1:6379/0?prefix={prefix}",
-        "FLAGS_FILE": str(toggles),
-        "TRAINING_AUTOPILOT_SECONDS": "0",
-        "LOG_LEVEL": "warning",
-    }
-    ports = [free_port(), free_port()]
-    processes = [start_server(port, env, 1) for port in ports]
-    try:
-        yield ports
-    finally:
-        for process in processes:
-            process.terminate()
-            try:
-                process.wait(10 * UNIT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        delete_keys(prefix)
 
 
 async def test_shadow_across_processes_reports_worker_local_legacy_as_expected(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -27,16 +26,6 @@ from tests.service.redis_helpers import RedisServer
 from tests.support import UNIT, running_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
-
-
-@pytest.fixture
-async def redis_server() -> AsyncIterator[RedisServer]:
-    server = RedisServer()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.kill()
 
 
 def app_for(service: WebSocketService) -> FastAPI:

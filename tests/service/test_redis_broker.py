@@ -69,13 +69,8 @@ async def admin() -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[RedisServer]:
-    server = RedisServer()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.kill()
+def server(redis_server: RedisServer) -> RedisServer:
+    return redis_server
 
 
 async def test_publications_reach_the_other_broker_once_and_in_order(make: Factory) -> None:
