@@ -16,7 +16,7 @@ tokens out of the server's logs, see :mod:`service.redact`)::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -28,7 +28,7 @@ from .hub import WebSocketService
 from .protocol import error_message
 from .redact import install_log_redaction
 
-__all__ = ["lifespan", "serve"]
+__all__ = ["AsgiTransport", "lifespan", "serve"]
 
 
 async def serve(
@@ -52,7 +52,9 @@ async def serve(
     meta = {"path": websocket.url.path, **(metadata or {})}
     subprotocol = select_subprotocol(websocket.scope.get("subprotocols", ()), tuple(subprotocols))
     try:
-        connection_id = await service.connect(websocket, meta, subprotocol=subprotocol)
+        connection_id = await service.connect(
+            websocket, meta, subprotocol=subprotocol, transport=AsgiTransport(websocket)
+        )
     except ConnectionRefused:
         return
     try:
@@ -77,6 +79,29 @@ async def serve(
         pass
     finally:
         await service.disconnect(connection_id)
+
+
+class AsgiTransport:
+    """Sends text frames straight to the ASGI ``send`` of an accepted WebSocket.
+
+    Starlette's ``send_text`` re-checks the connection state and builds the event
+    on every call; on the broadcast path that is per-recipient work the service
+    does not need (it tracks its connections itself; a send to a gone client
+    raises from the server and removes the connection). Closing still goes
+    through Starlette, which keeps its state right.
+    """
+
+    __slots__ = ("_send", "_websocket")
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._websocket = websocket
+        self._send = websocket._send
+
+    def send_text(self, data: str) -> Awaitable[None]:
+        return self._send({"type": "websocket.send", "text": data})
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        await self._websocket.close(code, reason)
 
 
 def lifespan(

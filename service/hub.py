@@ -481,8 +481,13 @@ class WebSocketService:
         announce: bool = True,
         subprotocol: str | None = None,
         admission: Admission | None = None,
+        transport: Transport | None = None,
     ) -> str:
         """Register a socket and return its new connection id.
+
+        ``transport`` sends the frames when given (``websocket`` is then only
+        accepted, checked and closed); ``service.asgi`` passes one that skips
+        Starlette's per-send bookkeeping.
 
         Runs the access rules first (:meth:`admit`) unless ``admission`` says they
         already ran. Accepts the socket when it has an ``accept`` coroutine and is
@@ -521,7 +526,7 @@ class WebSocketService:
             private = {**public, PRINCIPAL_KEY: admission.principal}
         connection = Connection(
             connection_id,
-            websocket,
+            websocket if transport is None else transport,
             metadata=private,
             limits=self.send_limits,
             on_dead=self._on_dead,
