@@ -236,6 +236,13 @@ class CompatWebSocketManager:
             announce=False,
             admission=admission,
         )
+        if wire_format is WireFormat.ENVELOPE:
+            # First frame on the socket, before any event can be routed to it.
+            hello = connection_established(
+                route.connection_id, heartbeat_interval=None, metadata=metadata
+            )
+            await websocket.send_text(_dumps(hello.to_wire()))
+            _intercept_control_frames(websocket, self, route)
         route.stickiness_key = user_id or route.connection_id
         self._decide(route, self._evaluate(route))
         self._routes[id(websocket)] = route
@@ -249,13 +256,8 @@ class CompatWebSocketManager:
                     raise
                 forbidden.append(error)
         if wire_format is WireFormat.ENVELOPE:
-            hello = connection_established(
-                route.connection_id, heartbeat_interval=None, metadata=metadata
-            )
-            await websocket.send_text(_dumps(hello.to_wire()))
             for refused in forbidden:
                 await websocket.send_text(_dumps(error_message(refused).to_wire()))
-            _intercept_control_frames(websocket, self, route)
         self._ensure_background()
         _log.debug(
             "shim_connected",
