@@ -208,13 +208,10 @@ Endpoint = Callable[[WebSocket], Awaitable[None]]
 Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[None]]
 
 
-def _legacy(control_box: list[Control]) -> tuple[Endpoint, BroadcastOne, Callable[[], int], None]:
-    from legacy.manager import WebSocketManager
-
-    manager = WebSocketManager()
+def _old_approach_endpoint(manager: Any, control_box: list[Control]) -> Endpoint:
+    """The migration guide's "Old approach" endpoint, plus the stall bookkeeping."""
 
     async def endpoint(websocket: WebSocket) -> None:
-        # The migration guide's "Old approach" endpoint, plus the stall bookkeeping.
         stall = _track_stall(control_box[0], websocket)
         await manager.connect(websocket)
         try:
@@ -224,6 +221,15 @@ def _legacy(control_box: list[Control]) -> tuple[Endpoint, BroadcastOne, Callabl
             manager.disconnect(websocket)
         finally:
             _untrack(control_box[0], stall)
+
+    return endpoint
+
+
+def _legacy(control_box: list[Control]) -> tuple[Endpoint, BroadcastOne, Callable[[], int], None]:
+    from legacy.manager import WebSocketManager
+
+    manager = WebSocketManager()
+    endpoint = _old_approach_endpoint(manager, control_box)
 
     async def broadcast_one(burst_id: int, n: int, pad: str) -> None:
         await manager.broadcast(legacy_payload(burst_id, n, pad))
@@ -269,17 +275,7 @@ def _shim(
         endpoint_topics={BENCH_PATH: (TOPIC,)},
     )
 
-    async def endpoint(websocket: WebSocket) -> None:
-        # The legacy endpoint, unchanged: only the manager's class differs.
-        stall = _track_stall(control_box[0], websocket)
-        await manager.connect(websocket)
-        try:
-            while True:
-                await websocket.receive_text()
-        except WebSocketDisconnect:
-            manager.disconnect(websocket)
-        finally:
-            _untrack(control_box[0], stall)
+    endpoint = _old_approach_endpoint(manager, control_box)  # only the manager differs
 
     async def broadcast_one(burst_id: int, n: int, pad: str) -> None:
         await manager.broadcast(legacy_payload(burst_id, n, pad))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
-from fastapi.responses import FileResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import generate_latest
 from pydantic import BaseModel, Field
@@ -280,9 +280,7 @@ def create_app(
     async def readyz() -> Response:
         healthy = bool(service.broker.healthy)
         body = {"broker": "up" if healthy else "down"}
-        import orjson
-
-        return Response(orjson.dumps(body), status_code=200 if healthy else 503)
+        return JSONResponse(body, status_code=200 if healthy else 503)
 
     return app
 

@@ -128,8 +128,6 @@ class _Frame:
         except KeyError:
             pass
         if self.wire is None:
-            import orjson
-
             self.wire = orjson.loads(self.standard)
         try:
             text = codecs[codec_name](self.wire)
