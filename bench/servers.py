@@ -237,11 +237,14 @@ def _legacy(control_box: list[Control]) -> tuple[Endpoint, BroadcastOne, Callabl
     return endpoint, broadcast_one, lambda: len(manager.active_connections), None
 
 
-def _service(control_box: list[Control]) -> tuple[Endpoint, BroadcastOne, Callable[[], int], Any]:
+def _service(
+    control_box: list[Control], service_box: list[Any]
+) -> tuple[Endpoint, BroadcastOne, Callable[[], int], Any]:
     from service import MessageType, WebSocketMessage, WebSocketService
     from service.asgi import lifespan, serve
 
     service = WebSocketService()
+    service_box.append(service)
 
     async def endpoint(websocket: WebSocket) -> None:
         stall = _track_stall(control_box[0], websocket)
@@ -257,6 +260,21 @@ def _service(control_box: list[Control]) -> tuple[Endpoint, BroadcastOne, Callab
         await service.broadcast(message, topic=TOPIC)
 
     return endpoint, broadcast_one, lambda: len(service.connections), lifespan(service)
+
+
+def _service_endpoint(service: Any, control_box: list[Control]) -> Any:
+    """``ServiceEndpoint`` at the benchmark path, telling the control about stallable clients."""
+    from service.asgi import ServiceEndpoint
+
+    class BenchEndpoint(ServiceEndpoint):
+        async def handle(self, websocket: WebSocket) -> None:
+            stall = _track_stall(control_box[0], websocket)
+            try:
+                await super().handle(websocket)
+            finally:
+                _untrack(control_box[0], stall)
+
+    return BenchEndpoint
 
 
 def _shim(
@@ -310,11 +328,12 @@ def build_app(variant: Variant, *, profile: str | None = None) -> tuple[Any, Con
     With ``profile``, the control handler profiles every burst (see :class:`Control`).
     """
     box: list[Control] = []
+    service_box: list[Any] = []
     lifespan: Any
     if variant.kind == "legacy":
         endpoint, broadcast_one, count, lifespan = _legacy(box)
     elif variant.kind == "service":
-        endpoint, broadcast_one, count, lifespan = _service(box)
+        endpoint, broadcast_one, count, lifespan = _service(box, service_box)
     elif variant.kind == "shim":
         assert variant.stage is not None
         endpoint, broadcast_one, count, lifespan = _shim(box, variant.stage)
@@ -323,6 +342,20 @@ def build_app(variant: Variant, *, profile: str | None = None) -> tuple[Any, Con
     control = Control(broadcast_one, count, profile=profile)
     box.append(control)
 
+    app: Any
+    if variant.route == "middleware":
+        from fastapi import FastAPI
+
+        app = FastAPI(lifespan=lifespan)
+        app.router.routes.append(control_route(control))
+        app.add_middleware(
+            _service_endpoint(service_box[0], box),
+            service=service_box[0],
+            path=BENCH_PATH,
+            topics=[TOPIC],
+            metadata={"endpoint": "main"},
+        )
+        return app, control
     if variant.route == "fastapi":
         from fastapi import FastAPI
 
@@ -332,9 +365,13 @@ def build_app(variant: Variant, *, profile: str | None = None) -> tuple[Any, Con
         # ``websocket: WebSocket`` parameter FastAPI injects.
         app.add_api_websocket_route(BENCH_PATH, endpoint)
         app.router.routes.append(control_route(control))
-        return app, control
+    else:
+        from starlette.applications import Starlette
 
-    from starlette.applications import Starlette
+        routes = [WebSocketRoute(BENCH_PATH, endpoint), control_route(control)]
+        app = Starlette(routes=routes, lifespan=lifespan)
+    if variant.kind != "legacy":  # the service's recommended app setup, see service.directsend
+        from service.directsend import DirectSendMiddleware
 
-    routes = [WebSocketRoute(BENCH_PATH, endpoint), control_route(control)]
-    return Starlette(routes=routes, lifespan=lifespan), control
+        app.add_middleware(DirectSendMiddleware)
+    return app, control

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 Kind = Literal["legacy", "service", "shim", "raw"]
-RouteKind = Literal["fastapi", "starlette", "none"]
+RouteKind = Literal["fastapi", "starlette", "middleware", "none"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,13 +127,19 @@ VARIANTS: dict[str, Variant] = {
         Variant("legacy-ws", "legacy", "fastapi", "uvicorn-ws", note="legacy on --ws websockets"),
         Variant("legacy-tuned", "legacy", "fastapi", "tuned", note="legacy on the tuned stack"),
         Variant("service", "service", "fastapi", "uvicorn", note="WebSocketService, FastAPI route"),
-        Variant("service-lean", "service", "starlette", "uvicorn", note="service, Starlette route"),
+        Variant(
+            "service-lean",
+            "service",
+            "middleware",
+            "uvicorn",
+            note="service, ServiceEndpoint middleware ahead of FastAPI",
+        ),
         Variant(
             "service-tuned",
             "service",
-            "starlette",
+            "middleware",
             "tuned",
-            note="service, Starlette route, tuned stack (recommended)",
+            note="service, ServiceEndpoint, tuned stack (recommended)",
         ),
         Variant("shim-legacy", "shim", "fastapi", "uvicorn", stage="legacy"),
         Variant("shim-shadow", "shim", "fastapi", "uvicorn", stage="shadow"),

@@ -16,19 +16,32 @@ tokens out of the server's logs, see :mod:`service.redact`)::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .directsend import (
+    DirectSendMiddleware,
+    DirectTransport,
+    direct_protocol,
+    enable_direct_send,
+)
 from .errors import ConnectionRefused, ErrorCode, ProtocolError
 from .handshake import ENVELOPE_SUBPROTOCOL, select_subprotocol
 from .hub import WebSocketService
 from .protocol import error_message
 from .redact import install_log_redaction
 
-__all__ = ["AsgiTransport", "lifespan", "serve"]
+__all__ = [
+    "AsgiTransport",
+    "DirectSendMiddleware",
+    "ServiceEndpoint",
+    "lifespan",
+    "serve",
+    "transport_for",
+]
 
 
 async def serve(
@@ -49,11 +62,11 @@ async def serve(
     connection stays. Returns normally on disconnect; the connection is always
     unregistered.
     """
-    meta = {"path": websocket.url.path, **(metadata or {})}
+    meta = {"path": websocket.scope["path"], **(metadata or {})}
     subprotocol = select_subprotocol(websocket.scope.get("subprotocols", ()), tuple(subprotocols))
     try:
         connection_id = await service.connect(
-            websocket, meta, subprotocol=subprotocol, transport=AsgiTransport(websocket)
+            websocket, meta, subprotocol=subprotocol, transport=transport_for(websocket)
         )
     except ConnectionRefused:
         return
@@ -81,6 +94,14 @@ async def serve(
         await service.disconnect(connection_id)
 
 
+def transport_for(websocket: WebSocket) -> AsgiTransport | DirectTransport:
+    """The fastest sender the server allows for this socket (see :mod:`service.directsend`)."""
+    protocol = direct_protocol(websocket.scope)
+    if protocol is None:
+        return AsgiTransport(websocket)
+    return DirectTransport(protocol, websocket._send, websocket.close)
+
+
 class AsgiTransport:
     """Sends text frames straight to the ASGI ``send`` of an accepted WebSocket.
 
@@ -102,6 +123,59 @@ class AsgiTransport:
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
         await self._websocket.close(code, reason)
+
+
+class ServiceEndpoint:
+    """Pure ASGI middleware serving one WebSocket path with :func:`serve`, ahead of the app.
+
+    A route inside FastAPI or Starlette keeps, for each connection and for its
+    whole life, the frames and objects of every layer it went through: exception
+    middleware with its own ``WebSocket``, exit stacks, dependency solving, the
+    route wrappers. A dedicated fan-out endpoint needs none of that, so this
+    middleware answers its ``path`` itself and passes everything else on::
+
+        app = FastAPI(lifespan=lifespan(websocket_service))
+        app.add_middleware(ServiceEndpoint, service=websocket_service, path="/ws",
+                           topics=["training"], metadata={"endpoint": "main"})
+
+    It also writes frames directly on uvicorn (see :mod:`service.directsend`).
+    The path matches exactly (``root_path`` excluded); options are those of
+    :func:`serve`.
+    """
+
+    def __init__(
+        self,
+        app: Callable[..., Awaitable[None]],
+        *,
+        service: WebSocketService,
+        path: str,
+        topics: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        subprotocols: Iterable[str] = (ENVELOPE_SUBPROTOCOL,),
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.path = path
+        self.topics = tuple(topics)
+        self.metadata = dict(metadata or {})
+        self.subprotocols = tuple(subprotocols)
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        enable_direct_send(scope, send)
+        await self.handle(WebSocket(scope, receive, send))
+
+    async def handle(self, websocket: WebSocket) -> None:
+        """Serve one connection (override to wrap it, calling ``super().handle``)."""
+        await serve(
+            self.service,
+            websocket,
+            topics=self.topics,
+            metadata=self.metadata,
+            subprotocols=self.subprotocols,
+        )
 
 
 def lifespan(

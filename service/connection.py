@@ -26,7 +26,12 @@ __all__ = ["Connection", "OverflowPolicy", "SendLimits", "Transport"]
 
 
 class Transport(Protocol):
-    """What a connection needs from a socket (Starlette's WebSocket fits)."""
+    """What a connection needs from a socket (Starlette's WebSocket fits).
+
+    A transport may also offer ``write_now(text) -> bool``: a synchronous write
+    that returns ``False`` when it cannot write at once (then ``send_text`` is
+    used), see :class:`service.directsend.DirectTransport`.
+    """
 
     def send_text(self, data: str) -> Awaitable[None]: ...
 
@@ -58,6 +63,10 @@ class SendLimits:
 
 
 DeadCallback = Callable[["Connection", str, int], None]
+
+#: The queue of every connection that never had to buffer: most connections never
+#: do, and an empty deque costs ~600 bytes. Never mutated (see ``_own_queue``).
+_NO_QUEUE: deque[str] = deque(maxlen=0)
 
 
 @types.coroutine
@@ -101,6 +110,7 @@ class Connection:
         "_on_dead",
         "_queue",
         "_queued_chars",
+        "_write_now",
         "_writer",
         "closed",
         "codec",
@@ -139,9 +149,10 @@ class Connection:
         self.dropped = 0
         self.failed = 0
         self._on_dead = on_dead
-        self._queue: deque[str] = deque()
+        self._queue = _NO_QUEUE
         self._queued_chars = 0
         self._writer: asyncio.Task[None] | None = None
+        self._write_now: Callable[[str], bool] | None = getattr(transport, "write_now", None)
         self._held = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -172,6 +183,7 @@ class Connection:
         self._held = False
         if self.closed:
             return
+        self._own_queue()
         if keep is not None and self._queue:
             kept = [text for text in self._queue if keep(text)]
             self._queue = deque(kept)
@@ -183,8 +195,19 @@ class Connection:
             text = self._queue.popleft()
             self._queued_chars -= len(text)
             self._send_eagerly(text)  # a send that suspends becomes the writer for the rest
+        self._drop_queue_if_idle()
 
     def _send_eagerly(self, text: str) -> None:
+        write_now = self._write_now
+        if write_now is not None:
+            try:
+                written = write_now(text)
+            except Exception as exc:
+                self._fail(exc)
+                return
+            if written:
+                self.sent += 1
+                return
         try:
             awaitable = self.transport.send_text(text)
         except Exception as exc:  # any failure means the socket is gone
@@ -223,8 +246,18 @@ class Connection:
             self._fail(exc)
         finally:
             self._writer = None
+            self._drop_queue_if_idle()
+
+    def _own_queue(self) -> None:
+        if self._queue is _NO_QUEUE:
+            self._queue = deque()
+
+    def _drop_queue_if_idle(self) -> None:
+        if not self._queue and self._writer is None and not self._held:
+            self._queue = _NO_QUEUE
 
     def _enqueue(self, text: str) -> None:
+        self._own_queue()
         limits = self.limits
         if (
             len(self._queue) < limits.max_messages

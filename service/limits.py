@@ -112,7 +112,7 @@ class RateLimiter:
     def __init__(self, limit: RateLimit, *, now: float) -> None:
         self.limit = limit
         self._bucket = TokenBucket(limit.rate, limit.burst, now=now)
-        self._violations: deque[float] = deque(maxlen=limit.max_violations or 1)
+        self._violations: deque[float] | None = None  # most connections never violate
 
     def check(self, now: float) -> RateVerdict:
         """Account one inbound message at ``now`` and say what to do with it."""
@@ -120,6 +120,8 @@ class RateLimiter:
             return RateVerdict.ALLOW
         if self.limit.max_violations is None:
             return RateVerdict.REJECT
+        if self._violations is None:
+            self._violations = deque(maxlen=self.limit.max_violations)
         self._violations.append(now)
         if (
             len(self._violations) >= self.limit.max_violations

@@ -19,6 +19,7 @@ new       off                 deliver
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from enum import Enum
 from typing import Any, Protocol
@@ -35,6 +36,7 @@ __all__ = [
     "Route",
     "ServicePort",
     "modes_for",
+    "starlette_json_text",
 ]
 
 
@@ -89,6 +91,11 @@ class ClientSocket(Protocol):
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
+def starlette_json_text(data: Any) -> str:
+    """Exactly the text Starlette's ``send_json`` sends for ``data``."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
 Recorder = Callable[["Route", Side, object], None]
 LegacyRenderer = Callable[[dict[str, Any]], str | None]
 
@@ -101,6 +108,7 @@ class Route:
         "connection_id",
         "counters",
         "decision",
+        "encode_legacy",
         "endpoint",
         "format",
         "legacy_mode",
@@ -112,6 +120,7 @@ class Route:
         "service_port",
         "socket",
         "stickiness_key",
+        "write_now",
     )
 
     def __init__(
@@ -141,6 +150,10 @@ class Route:
         self.new_mode = Mode.OFF
         self.legacy_port = LegacyPort(self)
         self.service_port = ServicePort(self)
+        #: Old payloads as text, encoded once per broadcast (set by the shim).
+        self.encode_legacy: Callable[[Any], str] = starlette_json_text
+        #: Synchronous pre-framed write, when the server allows it (see service.directsend).
+        self.write_now: Callable[[str], bool] | None = None
 
     @property
     def stage(self) -> Stage:
@@ -171,8 +184,14 @@ class LegacyPort:
         route = self.route
         if route.legacy_mode is Mode.DELIVER:
             try:
-                if route.format is WireFormat.LEGACY:
-                    await route.socket.send_json(data)
+                if route.format is WireFormat.LEGACY and mode == "text":
+                    # What Starlette's send_json sends, encoded once per broadcast.
+                    encoded = route.encode_legacy(data)
+                    write_now = route.write_now
+                    if write_now is None or not write_now(encoded):
+                        await route.socket.send_text(encoded)
+                elif route.format is WireFormat.LEGACY:
+                    await route.socket.send_json(data, mode)
                 else:
                     text = route.render_envelope(data)
                     if text is not None:
@@ -203,6 +222,21 @@ class ServicePort:
 
     def __init__(self, route: Route) -> None:
         self.route = route
+
+    def write_now(self, data: str) -> bool:
+        """The service's synchronous fast path: ``False`` only if ``send_text`` must write."""
+        route = self.route
+        mode = route.new_mode
+        if mode is Mode.DELIVER:
+            write_now = route.write_now
+            if write_now is None or not write_now(data):
+                return False
+            route.counters.new_sent += 1
+            if route.comparing:
+                route.record(route, Side.NEW, data)
+        elif mode is Mode.RECORD:
+            route.record(route, Side.NEW, data)
+        return True
 
     async def send_text(self, data: str) -> None:
         route = self.route

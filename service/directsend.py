@@ -1,0 +1,162 @@
+"""Pre-framed writes straight to uvicorn's socket: the broadcast fast path.
+
+On uvicorn's default WebSocket implementation (``websockets-sansio``) every
+``websocket.send`` event costs, per recipient, Starlette's exception wrapper, the
+ASGI event dict, a UTF-8 encode, the ``websockets`` frame serializer and a
+``bytes.join``. A broadcast sends the same text to every recipient, and a server
+frame is not masked, so the frame bytes are the same for all of them: this module
+builds them once per text (:func:`text_frame`) and writes them to each socket's
+transport directly.
+
+That is only correct while the connection is in the state where uvicorn itself
+would write the frame unchanged: handshake done, no close sent or received, no
+extension negotiated (permessage-deflate compresses per connection) and the
+transport under its high-water mark. :class:`DirectTransport` checks exactly that
+on every send and otherwise goes through the ASGI ``send`` like any other sender,
+which also keeps uvicorn's flow control (a paused transport makes the send
+suspend, and the service's connection buffers behind it).
+
+The raw ``send`` is visible only outside Starlette's exception middleware, so
+:class:`DirectSendMiddleware` (pure ASGI, added with ``app.add_middleware``) hands
+uvicorn's protocol object to :func:`service.asgi.serve` through the scope. On any
+other server, or another uvicorn ``--ws`` implementation, nothing changes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from functools import partial
+from typing import Any
+
+from websockets.protocol import State
+
+_SansIOProtocol: type | None
+try:  # uvicorn is the server we know how to write to; any other one is fine too
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+except ImportError:  # pragma: no cover - uvicorn not installed
+    _SansIOProtocol = None
+else:
+    _SansIOProtocol = WebSocketsSansIOProtocol
+
+__all__ = [
+    "SCOPE_KEY",
+    "DirectSendMiddleware",
+    "DirectTransport",
+    "direct_protocol",
+    "direct_writer",
+    "enable_direct_send",
+    "text_frame",
+    "write_text_now",
+]
+
+#: Scope key under which the middleware leaves uvicorn's protocol object.
+SCOPE_KEY = "service.direct_send"
+
+_OPEN = State.OPEN
+_last_text: str | None = None
+_last_frame = b""
+
+
+def frame_header(length: int) -> bytes:
+    """The header of an unmasked, final text frame carrying ``length`` payload bytes."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, length)
+    return struct.pack("!BBQ", 0x81, 127, length)
+
+
+def text_frame(text: str) -> bytes:
+    """The wire bytes of a server text frame for ``text``, built once per text object.
+
+    Fan-out passes the same ``str`` object for every recipient of a broadcast, so
+    an identity check against the last one built is the whole cache.
+    """
+    global _last_text, _last_frame
+    if text is _last_text:
+        return _last_frame
+    payload = text.encode()
+    frame = frame_header(len(payload)) + payload
+    _last_text, _last_frame = text, frame
+    return frame
+
+
+def write_text_now(protocol: Any, text: str) -> bool:
+    """Write ``text`` as one frame on uvicorn's ``protocol`` now if uvicorn would write
+    the same bytes; ``False`` (nothing written) otherwise."""
+    if (
+        protocol.writable.is_set()
+        and not protocol.close_sent
+        and protocol.conn.state is _OPEN
+        and not protocol.conn.extensions
+    ):
+        transport = protocol.transport
+        if not transport.is_closing():
+            transport.write(text_frame(text))
+            return True
+    return False
+
+
+class DirectTransport:
+    """A connection's sender: pre-framed writes when safe, the ASGI ``send`` otherwise.
+
+    ``write_now(text) -> bool`` is the synchronous fast path
+    :class:`service.connection.Connection` tries first; ``send_text`` and ``close``
+    are the ordinary, awaitable ones.
+    """
+
+    __slots__ = ("_close", "_send", "write_now")
+
+    def __init__(
+        self,
+        protocol: Any,
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+        close: Callable[[int, str | None], Awaitable[None]],
+    ) -> None:
+        self.write_now: Callable[[str], bool] = partial(write_text_now, protocol)
+        self._send = send
+        self._close = close
+
+    def send_text(self, data: str) -> Awaitable[None]:
+        return self._send({"type": "websocket.send", "text": data})
+
+    def close(self, code: int = 1000, reason: str | None = None) -> Awaitable[None]:
+        return self._close(code, reason)
+
+
+def direct_writer(websocket: Any) -> Callable[[str], bool] | None:
+    """The fast path for any socket object with an ASGI ``scope``, or ``None``."""
+    scope = getattr(websocket, "scope", None)
+    protocol = scope.get(SCOPE_KEY) if isinstance(scope, Mapping) else None
+    return None if protocol is None else partial(write_text_now, protocol)
+
+
+def direct_protocol(scope: MutableMapping[str, Any]) -> Any | None:
+    """uvicorn's protocol object for this WebSocket, if the middleware found one."""
+    return scope.get(SCOPE_KEY)
+
+
+class DirectSendMiddleware:
+    """Pure ASGI middleware that lets :func:`service.asgi.serve` write frames directly.
+
+    Add it to the app (``app.add_middleware(DirectSendMiddleware)``); it does
+    nothing for HTTP, nor for WebSockets served by anything but uvicorn's
+    ``websockets-sansio`` implementation.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            enable_direct_send(scope, send)
+        await self.app(scope, receive, send)
+
+
+def enable_direct_send(scope: MutableMapping[str, Any], send: Any) -> None:
+    """Note uvicorn's protocol in ``scope`` when ``send`` is its own, unwrapped one."""
+    if _SansIOProtocol is not None:
+        protocol = getattr(send, "__self__", None)
+        if isinstance(protocol, _SansIOProtocol):
+            scope[SCOPE_KEY] = protocol
