@@ -161,7 +161,7 @@ class ServiceEndpoint:
         self.subprotocols = tuple(subprotocols)
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "websocket" or scope["path"] != self.path:
+        if scope["type"] != "websocket" or _route_path(scope) != self.path:
             await self.app(scope, receive, send)
             return
         enable_direct_send(scope, send)
@@ -176,6 +176,13 @@ class ServiceEndpoint:
             metadata=self.metadata,
             subprotocols=self.subprotocols,
         )
+
+
+def _route_path(scope: MutableMapping[str, Any]) -> str:
+    """The path as the app's routes match it: without the server's ``root_path``."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def lifespan(

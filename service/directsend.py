@@ -54,8 +54,9 @@ __all__ = [
 SCOPE_KEY = "service.direct_send"
 
 _OPEN = State.OPEN
-_last_text: str | None = None
-_last_frame = b""
+# The last text framed and its frame, as one tuple so that a reader in another
+# thread never pairs one text with another's frame.
+_last: tuple[str, bytes] = ("", bytes((0x81, 0)))
 
 
 def frame_header(length: int) -> bytes:
@@ -73,12 +74,13 @@ def text_frame(text: str) -> bytes:
     Fan-out passes the same ``str`` object for every recipient of a broadcast, so
     an identity check against the last one built is the whole cache.
     """
-    global _last_text, _last_frame
-    if text is _last_text:
-        return _last_frame
+    global _last
+    last = _last
+    if text is last[0]:
+        return last[1]
     payload = text.encode()
     frame = frame_header(len(payload)) + payload
-    _last_text, _last_frame = text, frame
+    _last = (text, frame)
     return frame
 
 
