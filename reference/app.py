@@ -32,6 +32,7 @@ from flags import (
 )
 from legacy import producers
 from service import JWTAuthenticator, WebSocketService
+from service.directsend import DirectSendMiddleware
 from service.redact import install_log_redaction
 from shim.diff import DiffConfig, Differ, ExpectedDifference, MismatchKind
 from shim.manager import CompatWebSocketManager
@@ -102,6 +103,7 @@ def create_app(
             query_param=settings.token_query_param,
         ),
         max_connections_per_ip=settings.max_connections_per_ip,
+        enforce_token_expiry=settings.enforce_token_expiry,
     )
     decider = UnleashStageDecider(settings=flag_settings)
     differ = Differ(DiffConfig(expected=expected_differences()))
@@ -140,6 +142,9 @@ def create_app(
             await service.stop()
 
     app = FastAPI(title="ws-migration reference backend", lifespan=lifespan)
+    # Broadcast frames are built once and written straight to uvicorn's sockets,
+    # for the shim's legacy and new sides alike (see service.directsend).
+    app.add_middleware(DirectSendMiddleware)
     app.state.service = service
     app.state.manager = manager
     app.state.decider = decider

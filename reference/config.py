@@ -20,6 +20,7 @@ variable                  meaning                                 default
 ``WS_JWT_SECRET``         HS256 secret (>= 32 bytes): require JWT  unset: no authentication
 ``WS_JWT_PUBLIC_KEY_FILE``  PEM public key: require RS256 JWT     unset
 ``WS_TOKEN_QUERY_PARAM``  also read the token from ``?<name>=``   unset: off
+``WS_ENFORCE_TOKEN_EXPIRY``  close at the token's ``exp`` (0/1)    ``1``
 ``WS_MAX_CONNECTIONS_PER_IP``  live connections per client IP     unset: no limit
 ========================  ======================================  ==========================
 """
@@ -51,6 +52,7 @@ class Settings:
     jwt_key: str | None = None
     jwt_algorithms: tuple[str, ...] = ("HS256",)
     token_query_param: str | None = None
+    enforce_token_expiry: bool = True
     max_connections_per_ip: int | None = None
 
     @classmethod
@@ -66,6 +68,7 @@ class Settings:
             jwt_key=Path(key_file).read_text() if key_file else os.environ.get("WS_JWT_SECRET"),
             jwt_algorithms=("RS256",) if key_file else ("HS256",),
             token_query_param=os.environ.get("WS_TOKEN_QUERY_PARAM") or None,
+            enforce_token_expiry=os.environ.get("WS_ENFORCE_TOKEN_EXPIRY", "1") != "0",
             max_connections_per_ip=None if per_ip is None else int(per_ip),
             broker_url=os.environ.get("BROKER_URL", "memory://"),
             log_format=os.environ.get("LOG_FORMAT", "console"),

@@ -15,6 +15,14 @@ The service takes two pluggable callables (see :class:`~service.WebSocketService
     Asked before every subscription, whether the client or the server asked for
     it; ``action`` is ``"subscribe"``.
 
+Credentials that expire (see :class:`ExpiringAuthenticator`)
+    ``authenticate.expires_at(principal) -> float | None`` says when a principal's
+    credentials stop being valid (Unix seconds; ``None``: never). Without that
+    method the ``exp`` claim of a claims mapping is used (:func:`claims_expiry`).
+    The service closes a connection at that moment (1008 ``token expired``)
+    unless the client sent a fresh token in an ``auth`` message first, which
+    ``authenticate.authenticate_message(websocket, text)`` verifies.
+
 :class:`JWTAuthenticator` is the ready implementation (PyJWT, HS* or RS*/ES*/PS*),
 reading the token from, in order: the ``Authorization: Bearer`` header, a
 ``bearer.<token>`` subprotocol entry, the query string (only when an operator opts
@@ -37,8 +45,11 @@ __all__ = [
     "MAX_AUTH_MESSAGE_SIZE",
     "Authenticate",
     "Authorize",
+    "ExpiringAuthenticator",
     "FirstMessageAuthenticator",
     "JWTAuthenticator",
+    "claims_expiry",
+    "credentials_expiry",
     "default_principal_key",
     "extract_token",
     "parse_auth_message",
@@ -80,6 +91,41 @@ class FirstMessageAuthenticator(Protocol):
     async def authenticate_message(self, websocket: Any, text: str) -> Any | None:
         """Return the principal for the first frame ``text``; raise AuthenticationFailed."""
         ...
+
+
+@runtime_checkable
+class ExpiringAuthenticator(Protocol):
+    """An authenticator that says when the credentials behind a principal expire.
+
+    ``expires_at(principal)`` returns Unix seconds (``time.time()`` scale) from
+    which the principal no longer counts as authenticated, or ``None`` when its
+    credentials do not expire. Called once per connection and once per
+    accepted ``auth`` refresh, never per message; an exception refuses the
+    connection (1011) or the refresh (``handler_error``).
+    """
+
+    def expires_at(self, principal: Any) -> float | None: ...
+
+
+def claims_expiry(principal: Any) -> float | None:
+    """The ``exp`` claim of a claims mapping as a float (a number, not a bool), else ``None``."""
+    if not isinstance(principal, Mapping):
+        return None
+    exp = principal.get("exp")
+    if isinstance(exp, int | float) and not isinstance(exp, bool):
+        return float(exp)
+    return None
+
+
+def credentials_expiry(authenticate: Any, principal: Any) -> float | None:
+    """When ``principal``'s credentials expire: ``authenticate.expires_at`` if it has
+    one (see :class:`ExpiringAuthenticator`), else :func:`claims_expiry`.
+
+    Raises whatever the authenticator's hook raises.
+    """
+    if isinstance(authenticate, ExpiringAuthenticator):
+        return authenticate.expires_at(principal)
+    return claims_expiry(principal)
 
 
 # -- token extraction (sans I/O) --------------------------------------------------
@@ -195,6 +241,10 @@ class JWTAuthenticator:
     - ``message_timeout``: seconds to wait for a first ``auth`` message when the
       handshake carried no token (``None``, the default: off).
 
+    :meth:`expires_at` gives the service each principal's ``exp`` (plus
+    ``leeway``), and :meth:`authenticate_message` verifies the ``auth`` messages
+    that refresh a connection's token, whatever ``message_timeout`` says.
+
     Raises ValueError for an unsafe configuration and ImportError (naming the
     package to install) when PyJWT is missing.
     """
@@ -262,8 +312,19 @@ class JWTAuthenticator:
         return self.verify(token)
 
     async def authenticate_message(self, websocket: Any, text: str) -> dict[str, Any]:
-        """Verify the token of a first ``auth`` message; raises AuthenticationFailed."""
+        """Verify the token of an ``auth`` message; raises AuthenticationFailed."""
         return self.verify(parse_auth_message(text))
+
+    def expires_at(self, principal: Any) -> float | None:
+        """When :meth:`verify` stops accepting the principal's token: its ``exp``
+        claim (as PyJWT reads it, whole seconds) plus ``leeway``; ``None`` without ``exp``."""
+        if not isinstance(principal, Mapping) or principal.get("exp") is None:
+            return None
+        try:
+            exp = int(principal["exp"])
+        except (ValueError, TypeError, OverflowError):
+            return None
+        return float(exp + self.leeway)
 
     def verify(self, token: str) -> dict[str, Any]:
         """Return the claims of a valid ``token``; raises AuthenticationFailed with why not."""

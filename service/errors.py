@@ -49,6 +49,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
     FORBIDDEN = "forbidden"
     RATE_LIMITED = "rate_limited"
+    INVALID_TOKEN = "invalid_token"  #: a mid-connection ``auth`` token failed verification
+    PRINCIPAL_MISMATCH = "principal_mismatch"  #: a valid token of another principal
 
 
 class CloseCode(IntEnum):
@@ -56,7 +58,7 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000  #: closed on purpose; no reconnect needed
     GOING_AWAY = 1001  #: server shutting down; reconnect with backoff
-    POLICY_VIOLATION = 1008  #: the client broke a rule; do not retry unchanged
+    POLICY_VIOLATION = 1008  #: a rule was broken (or the token expired); do not retry unchanged
     MESSAGE_TOO_BIG = 1009  #: a frame exceeded the server's hard size limit
     INTERNAL_ERROR = 1011  #: unexpected server failure; reconnect with backoff
     TRY_AGAIN_LATER = 1013  #: client too slow (send buffer full); reconnect with backoff

@@ -12,7 +12,9 @@ bounded buffer. Nothing on that path evaluates flags, logs or encodes per recipi
 
 Access rules (origin, authentication, connection counts) run once per connection
 in :meth:`WebSocketService.admit`, authorization once per subscription, and the
-rate limit once per inbound frame; none of them touches fan-out.
+rate limit once per inbound frame; none of them touches fan-out. A token's expiry
+is one ``loop.call_at`` timer per authenticated connection, moved by an ``auth``
+refresh and cancelled when the connection goes.
 """
 
 from __future__ import annotations
@@ -23,13 +25,19 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 import structlog
 
-from .auth import Authenticate, Authorize, FirstMessageAuthenticator, default_principal_key
+from .auth import (
+    Authenticate,
+    Authorize,
+    FirstMessageAuthenticator,
+    credentials_expiry,
+    default_principal_key,
+)
 from .brokers import Broker, Publication, from_url
 from .connection import Connection, SendLimits, Transport
 from .errors import (
@@ -51,6 +59,7 @@ from .protocol import (
     HeartbeatPolicy,
     Ping,
     Pong,
+    Reauthenticate,
     Subscribe,
     Unsubscribe,
     connection_established,
@@ -101,15 +110,39 @@ class Admission:
 
     Returned by :meth:`WebSocketService.admit`; hand it to ``connect(admission=...)``,
     which keeps the slots until the connection is gone (or releases them if it
-    fails), or give it back with :meth:`WebSocketService.release`.
+    fails), or give it back with :meth:`WebSocketService.release`. ``expires_at``
+    (Unix seconds) is when the service will close the connection because its
+    credentials expire (``None``: never; see ``enforce_token_expiry``).
     """
 
     principal: Any = None
     ip_key: str | None = None
     principal_key: str | None = None
+    expires_at: float | None = None
 
 
 _OPEN = Admission()
+
+
+class _Credentials:
+    """What an authenticated connection needs for an ``auth`` refresh and its expiry.
+
+    ``websocket`` is the socket the client connected with (handed to the
+    authenticator's ``authenticate_message``); ``timer`` closes the connection at
+    ``expires_at``.
+    """
+
+    __slots__ = ("expires_at", "timer", "websocket")
+
+    def __init__(self, websocket: Any) -> None:
+        self.websocket = websocket
+        self.expires_at: float | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 class _Frame:
@@ -171,6 +204,11 @@ class WebSocketService:
     - ``max_connections_per_principal`` / ``max_connections_per_ip``: live
       connections per key (more: 403, or 1008 ``too many connections``);
       ``principal_key`` maps a principal to its key (default: claim ``sub``).
+    - ``enforce_token_expiry`` (default ``True``; applies with ``authenticate``):
+      close a connection with 1008 ``token expired`` when its credentials expire
+      (``authenticate.expires_at(principal)``, else the principal's ``exp`` claim),
+      unless the client sent a fresh token of the same principal in an ``auth``
+      message before (see :meth:`reauthenticate`).
     """
 
     def __init__(
@@ -194,6 +232,7 @@ class WebSocketService:
         max_connections_per_principal: int | None = None,
         max_connections_per_ip: int | None = None,
         principal_key: Callable[[Any], str] = default_principal_key,
+        enforce_token_expiry: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.broker: Broker = from_url(broker) if isinstance(broker, str) else broker
@@ -231,6 +270,9 @@ class WebSocketService:
             raise ValueError("max_connections_per_principal needs authenticate")
         self._limiters: dict[str, RateLimiter] = {}
         self._admissions: dict[str, Admission] = {}
+        self.enforce_token_expiry = enforce_token_expiry
+        # Authenticated connections only; nothing on the broadcast path reads it.
+        self._credentials: dict[str, _Credentials] = {}
         self.send_limits = send_limits or SendLimits()
         self.retain: dict[str, str] = dict(retain or {})
         self.close_timeout = close_timeout
@@ -267,6 +309,9 @@ class WebSocketService:
             "refused_origin": 0,
             "refused_auth": 0,
             "refused_limit": 0,
+            "closed_token_expired": 0,
+            "tokens_refreshed": 0,
+            "token_refreshes_refused": 0,
         }
         # Counters of connections already gone, so stats() totals never go down.
         self._gone = {"sent": 0, "dropped": 0, "failed": 0}
@@ -372,8 +417,10 @@ class WebSocketService:
                 ip_key = key
             principal = None
             principal_key = None
+            expires_at = None
             if self.authenticate is not None:
                 principal = await self._authenticate(self.authenticate, websocket, subprotocol)
+                expires_at = self._expiry_of(principal)
                 if self._per_principal is not None:
                     key = self.principal_key(principal)
                     if not self._per_principal.acquire(key):
@@ -389,7 +436,23 @@ class WebSocketService:
             if ip_key is not None and self._per_ip is not None:
                 self._per_ip.release(ip_key)
             raise
-        return Admission(principal, ip_key, principal_key)
+        return Admission(principal, ip_key, principal_key, expires_at)
+
+    def _expiry_of(self, principal: Any) -> float | None:
+        """When ``principal``'s credentials expire, if this service enforces it.
+
+        Raises ConnectionRefused (1011) when the authenticator's hook fails.
+        """
+        if not self.enforce_token_expiry:
+            return None
+        try:
+            return credentials_expiry(self.authenticate, principal)
+        except Exception as exc:
+            self._counters["refused_auth"] += 1
+            _log.exception("authenticator_failed", error=type(exc).__name__)
+            raise ConnectionRefused(
+                "authentication unavailable", code=CloseCode.INTERNAL_ERROR
+            ) from None
 
     async def _authenticate(
         self, authenticate: Authenticate, websocket: Any, subprotocol: str | None
@@ -466,6 +529,140 @@ class WebSocketService:
         admission = self._admissions.get(connection_id)
         return None if admission is None else admission.principal
 
+    # -- credentials that expire -----------------------------------------------------
+
+    def expires_at(self, connection_id: str) -> float | None:
+        """When the service closes the connection because its credentials expire.
+
+        Unix seconds; ``None`` when it never will (no authentication, credentials
+        without expiry, or ``enforce_token_expiry=False``). Raises UnknownConnection.
+        """
+        self.connection(connection_id)
+        credentials = self._credentials.get(connection_id)
+        return None if credentials is None else credentials.expires_at
+
+    async def reauthenticate(
+        self, connection_id: str, text: str, *, request_id: str | None = None
+    ) -> WebSocketMessage | None:
+        """Verify the fresh token of an ``auth`` message ``text`` for an open connection.
+
+        :meth:`handle_message` calls this for the client's ``auth`` messages; a
+        front end that reads the socket itself (the shim) calls it directly. The
+        token is verified as a first ``auth`` message would be
+        (``authenticate.authenticate_message``) and must belong to the same
+        principal key (``principal_key``) as the connection's. Then the new
+        principal replaces the old one (``authorize`` sees it), the expiry timer
+        moves to the new credentials' expiry, and the reply to send is returned:
+        ``connection_established`` again, with the same ``connection_id``, the new
+        ``expires_at`` and ``request_id`` as ``id``.
+
+        Raises ProtocolError and leaves the connection and its deadline as they
+        were: ``invalid_token`` (its message says why: ``token expired``,
+        ``invalid token``, ...), ``principal_mismatch``, ``unknown_type`` (this
+        service takes no ``auth`` messages) or ``handler_error`` (the authenticator
+        itself failed: retry later). Returns ``None``, with nothing to send, when
+        the connection's credentials had already expired (it has been closed with
+        1008 ``token expired``) or it went away meanwhile. Raises UnknownConnection.
+        """
+        connection = self.connection(connection_id)
+        if self._expire_if_due(connection):
+            return None
+        credentials = self._credentials.get(connection_id)
+        admission = self._admissions.get(connection_id)
+        verify = getattr(self.authenticate, "authenticate_message", None)
+        if credentials is None or admission is None or verify is None:
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_TYPE,
+                "this service does not accept 'auth' messages",
+                request_id=request_id,
+            )
+        try:
+            principal = await verify(credentials.websocket, text)
+            if principal is None:
+                raise AuthenticationFailed("authentication failed")
+            if self.principal_key(principal) != self.principal_key(admission.principal):
+                raise ProtocolError(
+                    ErrorCode.PRINCIPAL_MISMATCH,
+                    "the token belongs to another principal",
+                    request_id=request_id,
+                )
+            expires_at = (
+                credentials_expiry(self.authenticate, principal)
+                if self.enforce_token_expiry
+                else None
+            )
+        except ProtocolError:
+            self._counters["token_refreshes_refused"] += 1
+            raise
+        except ConnectionRefused as refusal:
+            self._counters["token_refreshes_refused"] += 1
+            raise ProtocolError(
+                ErrorCode.INVALID_TOKEN, refusal.reason, request_id=request_id
+            ) from None
+        except Exception as exc:
+            self._counters["token_refreshes_refused"] += 1
+            _log.exception("authenticator_failed", error=type(exc).__name__)
+            raise ProtocolError(
+                ErrorCode.HANDLER_ERROR,
+                "the authenticator failed; retry later",
+                request_id=request_id,
+            ) from None
+        if self._connections.get(connection_id) is not connection:
+            return None  # expired or gone while the authenticator ran
+        self._admissions[connection_id] = replace(
+            admission, principal=principal, expires_at=expires_at
+        )
+        connection.metadata[PRINCIPAL_KEY] = principal
+        self._set_expiry(connection, credentials, expires_at)
+        self._counters["tokens_refreshed"] += 1
+        _log.info("token_refreshed", connection_id=connection_id, expires_at=expires_at)
+        return connection_established(
+            connection_id,
+            heartbeat_interval=self.heartbeat.interval
+            if self.heartbeat is not None and connection.heartbeat
+            else None,
+            metadata={k: v for k, v in connection.metadata.items() if k != PRINCIPAL_KEY},
+            expires_at=expires_at,
+            request_id=request_id,
+        )
+
+    def _set_expiry(
+        self, connection: Connection, credentials: _Credentials, expires_at: float | None
+    ) -> None:
+        """(Re)arm the one timer that closes ``connection`` at ``expires_at`` (Unix seconds)."""
+        credentials.cancel()
+        credentials.expires_at = expires_at
+        if expires_at is None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, expires_at - time.time())
+        credentials.timer = loop.call_at(loop.time() + delay, self._on_token_expired, connection)
+
+    def _expire_if_due(self, connection: Connection) -> bool:
+        """Close ``connection`` now if its credentials have expired; True if so.
+
+        The timer does this at the deadline; this covers a frame that reaches
+        the service in the same loop iteration, before the timer ran.
+        """
+        credentials = self._credentials.get(connection.connection_id)
+        if (
+            credentials is None
+            or credentials.expires_at is None
+            or time.time() < credentials.expires_at
+        ):
+            return False
+        self._on_token_expired(connection)
+        return True
+
+    def _on_token_expired(self, connection: Connection) -> None:
+        # A timer callback: the close itself runs in a task, as a heartbeat timeout's.
+        if self._connections.get(connection.connection_id) is not connection:
+            return
+        self._counters["closed_token_expired"] += 1
+        _log.info("token_expired", connection_id=connection.connection_id)
+        self._forget(connection)
+        self._spawn(self._close_forgotten(connection, CloseCode.POLICY_VIOLATION, "token expired"))
+
     # -- connections ---------------------------------------------------------------
 
     async def connect(
@@ -535,6 +732,9 @@ class WebSocketService:
         self._connections[connection_id] = connection
         if admission is not _OPEN:
             self._admissions[connection_id] = admission
+            if admission.principal is not None:
+                credentials = self._credentials[connection_id] = _Credentials(websocket)
+                self._set_expiry(connection, credentials, admission.expires_at)
         if self.rate_limit is not None:
             self._limiters[connection_id] = RateLimiter(self.rate_limit, now=self._clock())
         self._counters["connections_total"] += 1
@@ -546,6 +746,7 @@ class WebSocketService:
                     connection_id,
                     heartbeat_interval=self.heartbeat.interval if self.heartbeat else None,
                     metadata=public,
+                    expires_at=admission.expires_at,
                 ),
             )
         _log.debug("connected", connection_id=connection_id, metadata=public)
@@ -578,6 +779,9 @@ class WebSocketService:
         admission = self._admissions.pop(connection.connection_id, None)
         if admission is not None:
             self.release(admission)
+        credentials = self._credentials.pop(connection.connection_id, None)
+        if credentials is not None:
+            credentials.cancel()
         self._counters["disconnections_total"] += 1
         self._gone["sent"] += connection.sent
         self._gone["dropped"] += connection.dropped
@@ -901,10 +1105,14 @@ class WebSocketService:
 
         Bad input is answered with an ``error`` message carrying a ``code``; the
         connection stays open, except: a frame over ``max_message_size`` closes it
-        with 1009 under the ``"close"`` policy, and persistent excess over the rate
-        limit closes it with 1008. Raises UnknownConnection for an unregistered id.
+        with 1009 under the ``"close"`` policy, persistent excess over the rate
+        limit closes it with 1008, and so does any frame after its token expired
+        (1008 ``token expired``). An ``auth`` message refreshes the token (see
+        :meth:`reauthenticate`). Raises UnknownConnection for an unregistered id.
         """
         connection = self.connection(connection_id)
+        if self._credentials and self._expire_if_due(connection):
+            return  # its token expired: closed with 1008, the frame is not processed
         now = connection.last_seen = self._clock()
         self._counters["messages_received"] += 1
         limiter = self._limiters.get(connection_id)
@@ -934,6 +1142,10 @@ class WebSocketService:
                 await self._reconcile_broker()
             elif isinstance(event, Ping):
                 self._send_to(connection, pong(event))
+            elif isinstance(event, Reauthenticate):
+                reply = await self.reauthenticate(connection_id, data, request_id=event.request_id)
+                if reply is not None:
+                    self._send_to(connection, reply)
             elif isinstance(event, Pong):
                 pass
             else:

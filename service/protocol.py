@@ -6,21 +6,30 @@ A client sends one JSON object per text frame::
     {"type": "unsubscribe", "data": {"topic": "training"}, "id": "2"}
     {"type": "ping", "id": "3"}
     {"type": "pong"}                       # answer to a server ``heartbeat``
+    {"type": "auth", "data": {"token": "..."}, "id": "4"}   # a fresh token (see below)
     {"type": "custom", "data": {...}}      # any other type goes to a registered handler
 
 ``topic`` may also sit at the top level. ``id`` is optional and echoed on the
-reply (``subscribed``, ``unsubscribed``, ``pong`` or ``error``) so the client can
-pair replies with requests. Nothing here awaits, reads the clock or touches a socket.
+reply (``subscribed``, ``unsubscribed``, ``pong``, ``connection_established`` or
+``error``) so the client can pair replies with requests.
+
+``auth`` refreshes the credentials of an open connection before they expire.
+It is answered with ``connection_established`` again (same ``connection_id``,
+the new ``expires_at``) or with an ``error`` (``invalid_token``,
+``principal_mismatch``) that leaves the old deadline in place. ``auth`` is not
+an envelope :class:`~service.messages.MessageType`: the server never sends it.
+Nothing here awaits, reads the clock or touches a socket.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from .auth import AUTH_MESSAGE_TYPE
 from .errors import ErrorCode, ProtocolError
 from .messages import MessageType, WebSocketMessage
 
@@ -32,6 +41,7 @@ __all__ = [
     "HeartbeatPolicy",
     "Ping",
     "Pong",
+    "Reauthenticate",
     "Subscribe",
     "Unsubscribe",
     "connection_established",
@@ -97,7 +107,18 @@ class Dispatch:
     request_id: str | None
 
 
-ClientEvent = Subscribe | Unsubscribe | Ping | Pong | Dispatch
+@dataclass(frozen=True, slots=True)
+class Reauthenticate:
+    """The client sent a fresh token in an ``auth`` message (verified by the service).
+
+    ``token`` is the credential: never log this event.
+    """
+
+    token: str = field(repr=False)
+    request_id: str | None = None
+
+
+ClientEvent = Subscribe | Unsubscribe | Ping | Pong | Reauthenticate | Dispatch
 
 
 def validate_topic(
@@ -174,6 +195,8 @@ def parse_client_frame(
     type_name = raw.get("type")
     if type_name is None:
         raise ProtocolError(ErrorCode.MISSING_FIELD, "'type' is required", request_id=request_id)
+    if type_name == AUTH_MESSAGE_TYPE:
+        return _reauthenticate(raw, request_id)
     try:
         message_type = MessageType(type_name)
     except (ValueError, TypeError):
@@ -211,21 +234,49 @@ def parse_client_frame(
     return Dispatch(message_type, data, request_id)
 
 
+def _reauthenticate(raw: dict[str, Any], request_id: str | None) -> Reauthenticate:
+    """``{"type": "auth", "data": {"token": "..."}}`` (``token`` may sit at the top level)."""
+    data = raw.get("data")
+    if data is not None and not isinstance(data, dict):
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE, "'data' must be a JSON object", request_id=request_id
+        )
+    token = (data or {}).get("token", raw.get("token"))
+    if not isinstance(token, str) or not token:
+        raise ProtocolError(
+            ErrorCode.MISSING_FIELD,
+            "an auth message needs a non-empty string 'token'",
+            request_id=request_id,
+        )
+    return Reauthenticate(token, request_id)
+
+
 # -- replies ---------------------------------------------------------------------
 
 
 def connection_established(
-    connection_id: str, *, heartbeat_interval: float | None, metadata: dict[str, Any]
+    connection_id: str,
+    *,
+    heartbeat_interval: float | None,
+    metadata: dict[str, Any],
+    expires_at: float | None = None,
+    request_id: str | None = None,
 ) -> WebSocketMessage:
-    """The first message on every connection: its id and the heartbeat contract."""
-    return WebSocketMessage(
-        type=MessageType.CONNECTION_ESTABLISHED,
-        data={
-            "connection_id": connection_id,
-            "heartbeat_interval": heartbeat_interval,
-            "metadata": metadata,
-        },
-    )
+    """The first message on every connection: its id and the heartbeat contract.
+
+    ``expires_at`` (Unix seconds, only when set) is when the server will close
+    the connection unless the client refreshes its token with an ``auth``
+    message; the reply to that message is this message again, with the new
+    ``expires_at`` and the request's ``id``.
+    """
+    data: dict[str, Any] = {
+        "connection_id": connection_id,
+        "heartbeat_interval": heartbeat_interval,
+        "metadata": metadata,
+    }
+    if expires_at is not None:
+        data["expires_at"] = expires_at
+    return WebSocketMessage(type=MessageType.CONNECTION_ESTABLISHED, data=data, id=request_id)
 
 
 def _resume_position(value: object, request_id: str | None) -> tuple[str, int] | None:

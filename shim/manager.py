@@ -38,11 +38,20 @@ from starlette.exceptions import WebSocketException
 
 from legacy.manager import WebSocketManager
 from service import MessageType, WebSocketMessage, WebSocketService
+from service.auth import AUTH_MESSAGE_TYPE, MAX_AUTH_MESSAGE_SIZE
 from service.brokers import MemoryBroker
-from service.errors import ConnectionRefused, ErrorCode, ProtocolError
+from service.directsend import direct_writer
+from service.errors import (
+    CloseCode,
+    ConnectionRefused,
+    ErrorCode,
+    ProtocolError,
+    UnknownConnection,
+)
 from service.protocol import (
     Ping,
     Pong,
+    Reauthenticate,
     Subscribe,
     Unsubscribe,
     connection_established,
@@ -53,7 +62,7 @@ from service.protocol import (
 )
 
 from .diff import Differ, ExpectedDifference, MismatchKind, Side
-from .ports import ClientSocket, DeliveryCounters, Mode, Route
+from .ports import ClientSocket, DeliveryCounters, Mode, Route, ServicePort, starlette_json_text
 from .stages import FixedStages, RoutingDecision, StageDecider
 from .translate import TranslationError, Translator
 from .wire import WireFormat, negotiate
@@ -73,7 +82,35 @@ _WORKER_LOCAL_LEGACY = ExpectedDifference(
     reason="legacy delivery is local to its worker; the new side reaches every worker's clients",
 )
 
-_CONTROL_TYPES = frozenset({"subscribe", "unsubscribe", "ping", "pong", "heartbeat"})
+#: Frames of an envelope client the shim answers itself (the endpoint never sees them).
+_CONTROL_TYPES = frozenset(
+    {"subscribe", "unsubscribe", "ping", "pong", "heartbeat", AUTH_MESSAGE_TYPE}
+)
+#: ... and of an authenticated old-protocol client: only its token refreshes.
+_LEGACY_CONTROL_TYPES = frozenset({AUTH_MESSAGE_TYPE})
+
+
+class _AccessPort(ServicePort):
+    """The service port of a route, through which the service's access rules act.
+
+    A close for a policy violation (1008: the connection's token expired) reaches
+    the client's socket whatever the stage: authentication is the service's,
+    for both sides. Other closes (slow client, shutdown) only do so while the
+    service delivers, as for every service port.
+    """
+
+    __slots__ = ()
+
+    @property
+    def scope(self) -> Any:
+        """The client socket's ASGI scope, for an authenticator verifying an ``auth`` refresh."""
+        return getattr(self.route.socket, "scope", None)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        if code == CloseCode.POLICY_VIOLATION:
+            await self.route.socket.close(code, reason)
+        else:
+            await super().close(code, reason)
 
 
 class _FlipGate:
@@ -166,6 +203,8 @@ class CompatWebSocketManager:
         self._flusher: asyncio.Task[None] | None = None
         self._cleanup: set[asyncio.Task[Any]] = set()
         self._canon_cache: dict[int, tuple[object, dict[str, Any]]] = {}
+        # The payload of the legacy broadcast in progress and its text, encoded once.
+        self._legacy_text: tuple[object, str | None] | None = None
         self._counters: Counter[str] = Counter()
         self.delivered = DeliveryCounters()
         self.last_reroute: dict[str, float] = {}
@@ -201,6 +240,12 @@ class CompatWebSocketManager:
         after a first ``auth`` message) through Starlette's WebSocketException, so
         the endpoint code needs no change. Topics of ``endpoint_topics`` that the
         service's ``authorize`` refuses are skipped (an envelope client is told).
+
+        When the client's token expires the service closes the socket with 1008
+        ``token expired``, whichever side delivers to it, unless the client sent
+        a fresh token in an ``auth`` message first: the shim answers those (for an
+        authenticated old-protocol client too) and the endpoint never sees them.
+        An old client offering ``legacy.v1`` (see :mod:`shim.wire`) gets it echoed.
         """
         wire_format, subprotocol = negotiate(_offered_subprotocols(websocket), _query(websocket))
         try:
@@ -224,6 +269,9 @@ class CompatWebSocketManager:
             counters=self.delivered,
             render_envelope=self._render_envelope,
         )
+        route.service_port = _AccessPort(route)
+        route.encode_legacy = self._encode_legacy
+        route.write_now = direct_writer(websocket)
         metadata = {"endpoint": endpoint, "format": wire_format.value, "via": "shim"}
         if user_id:
             metadata["user_id"] = user_id
@@ -239,10 +287,15 @@ class CompatWebSocketManager:
         if wire_format is WireFormat.ENVELOPE:
             # First frame on the socket, before any event can be routed to it.
             hello = connection_established(
-                route.connection_id, heartbeat_interval=None, metadata=metadata
+                route.connection_id,
+                heartbeat_interval=None,
+                metadata=metadata,
+                expires_at=self.service.expires_at(route.connection_id),
             )
             await websocket.send_text(_dumps(hello.to_wire()))
-            _intercept_control_frames(websocket, self, route)
+            _intercept_control_frames(websocket, self, route, _CONTROL_TYPES)
+        elif admission.principal is not None:
+            _intercept_control_frames(websocket, self, route, _LEGACY_CONTROL_TYPES)
         route.stickiness_key = user_id or route.connection_id
         self._decide(route, self._evaluate(route))
         self._routes[id(websocket)] = route
@@ -309,10 +362,10 @@ class CompatWebSocketManager:
             self._counters["unserializable"] += 1
             _log.error("legacy_payload_unserializable", error=str(exc))
             return
+        self._canon_cache.pop(id(message), None)  # the producer may reuse a mutated dict
         standard, topic = self._to_standard(message)
         async with self._flip_gate().broadcast():
-            await self.legacy.broadcast(message)
-            self._reap_dead_legacy_ports()
+            await self._legacy_broadcast(message)
             token = _FROM_SHIM.set(True)
             try:
                 await self.service.broadcast(standard, topic=topic)
@@ -352,8 +405,27 @@ class CompatWebSocketManager:
         wire = message.model_copy(update={"topic": topic}).to_wire()
         self._cached(payload, lambda: wire)
         async with self._flip_gate().broadcast():
+            await self._legacy_broadcast(payload)
+
+    async def _legacy_broadcast(self, payload: dict[str, Any]) -> None:
+        """The legacy manager's broadcast, with ``payload`` encoded once for all ports."""
+        self._legacy_text = (payload, None)
+        try:
             await self.legacy.broadcast(payload)
-            self._reap_dead_legacy_ports()
+        finally:
+            self._legacy_text = None
+        self._reap_dead_legacy_ports()
+
+    def _encode_legacy(self, payload: Any) -> str:
+        """Starlette's ``send_json`` text for ``payload``, once per broadcast."""
+        current = self._legacy_text
+        if current is None or current[0] is not payload:
+            return starlette_json_text(payload)
+        text = current[1]
+        if text is None:
+            text = starlette_json_text(payload)
+            self._legacy_text = (payload, text)
+        return text
 
     def _render_legacy(self, wire: dict[str, Any]) -> str | None:
         """Service codec for old clients: the standardized message in the old shape."""
@@ -585,14 +657,15 @@ def _dumps(value: Any) -> str:
 
 
 def _intercept_control_frames(
-    websocket: Any, manager: CompatWebSocketManager, route: Route
+    websocket: Any, manager: CompatWebSocketManager, route: Route, types: frozenset[str]
 ) -> None:
-    """Answer an envelope client's control frames without touching endpoint code.
+    """Answer a client's control frames of ``types`` without touching endpoint code.
 
     The legacy endpoint keeps calling ``websocket.receive_text()``; this wraps the
-    socket's ``receive`` so that ``subscribe``/``unsubscribe``/``ping``/``pong``
-    frames are handled by the shim (replies go straight to the client whatever the
-    stage) and every other frame reaches the endpoint as before.
+    socket's ``receive`` so that control frames (``subscribe``/``unsubscribe``/
+    ``ping``/``pong``/``auth`` for an envelope client, ``auth`` only for an old
+    one) are handled by the shim (replies, in the envelope, go straight to the
+    client whatever the stage) and every other frame reaches the endpoint as before.
     """
     original = getattr(websocket, "receive", None)
     if original is None:
@@ -602,21 +675,22 @@ def _intercept_control_frames(
         while True:
             message = await original()
             text = message.get("text") if message.get("type") == "websocket.receive" else None
-            if text is None or not _looks_like_control(text):
+            if text is None or not _looks_like_control(text, types):
                 return message
             await _answer_control(manager, route, text)
 
     websocket.receive = receive
 
 
-def _looks_like_control(text: str) -> bool:
-    if len(text) > 4096 or '"type"' not in text:
+def _looks_like_control(text: str, types: frozenset[str]) -> bool:
+    # An auth message carries a token (up to MAX_AUTH_MESSAGE_SIZE); the rest is small.
+    if len(text) > MAX_AUTH_MESSAGE_SIZE or '"type"' not in text:
         return False
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
         return False
-    return isinstance(value, dict) and value.get("type") in _CONTROL_TYPES
+    return isinstance(value, dict) and value.get("type") in types
 
 
 async def _answer_control(manager: CompatWebSocketManager, route: Route, text: str) -> None:
@@ -631,10 +705,19 @@ async def _answer_control(manager: CompatWebSocketManager, route: Route, text: s
             reply = subscription_ack(event)
         elif isinstance(event, Ping):
             reply = pong(event)
+        elif isinstance(event, Reauthenticate):
+            refreshed = await manager.service.reauthenticate(
+                route.connection_id, text, request_id=event.request_id
+            )
+            if refreshed is None:  # expired meanwhile: the service closed the socket
+                return
+            reply = refreshed
         elif isinstance(event, Pong):
             return
         else:  # pragma: no cover - _looks_like_control admits control types only
             return
     except ProtocolError as error:
         reply = error_message(error)
+    except UnknownConnection:
+        return  # the service dropped it (its token expired): the socket is closing
     await socket.send_text(_dumps(reply.to_wire()))

@@ -8,6 +8,8 @@
 // without a seq forgets the position. On reconnect it resubscribes with
 // {resume: {epoch, seq}}: the server replays what was missed (recovered: true) or
 // says it cannot (recovered: false); replayed duplicates are dropped by seq.
+// With {token}, the token travels as the subprotocol "bearer.<token>"; setToken()
+// sends a fresh one before the server closes the socket at the token's expiry.
 "use strict";
 
 class WsClient {
@@ -38,10 +40,15 @@ class WsClient {
 
   connect() {
     this.setState(this.attempt ? "reconnecting" : "connecting");
-    // A token travels as the subprotocol "bearer.<token>" next to "envelope.v1":
-    // browsers cannot set an Authorization header, and a query string is logged.
-    const protocols = this.format === "legacy" ? [] : ["envelope.v1"];
-    if (this.token && this.format !== "legacy") protocols.push(`bearer.${this.token}`);
+    // A token travels as the subprotocol "bearer.<token>": browsers cannot set an
+    // Authorization header, and a query string is logged. The server must echo one
+    // offered subprotocol (never the token), so an old-protocol client with a token
+    // offers the marker "legacy.v1" (the shim echoes it) and stays on old payloads;
+    // without a token it offers nothing, exactly like the old client.
+    const protocols = [];
+    if (this.format !== "legacy") protocols.push("envelope.v1");
+    else if (this.token) protocols.push("legacy.v1");
+    if (this.token) protocols.push(`bearer.${this.token}`);
     const ws = new WebSocket(this.url, protocols);
     this.ws = ws;
     ws.onopen = () => {
@@ -74,6 +81,14 @@ class WsClient {
     const delay = ceiling / 2 + Math.random() * ceiling / 2;
     this.attempt += 1;
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  // A fresh token for this connection (before the old one expires) and the next ones.
+  // The server answers connection_established with the new expires_at, or an error
+  // (invalid_token, principal_mismatch) and keeps the old deadline.
+  setToken(token) {
+    this.token = token;
+    this.send({type: "auth", data: {token}, id: "auth"});
   }
 
   send(value) {

@@ -201,7 +201,9 @@ async def run_dashboard_scenario(backend: Backend, toggles: Path, context: Brows
 
 
 async def test_dashboard_with_authentication_on(browser: Browser, tmp_path: Path) -> None:
-    """With WS_JWT_SECRET set, the page authenticates with /#token=<JWT> and updates;
+    """With WS_JWT_SECRET set, the page authenticates with /#token=<JWT> and updates,
+    as the new-protocol view and as the old-protocol one (``?client=legacy``, which
+    offers ``legacy.v1`` beside ``bearer.<JWT>`` and keeps the old payloads);
     without a token its WebSocket is refused (HTTP 403) and the page says so."""
     from tests.security.helpers import SECRET, hs_token
 
@@ -215,15 +217,35 @@ async def test_dashboard_with_authentication_on(browser: Browser, tmp_path: Path
             view = await View.open(
                 await context.new_page(), "authenticated", f"{backend.http_url}/#token={hs_token()}"
             )
-            await progress_advances(backend, [view])
-            await view.still_the_same_page()
-            refused = await context.new_page()
-            await refused.goto(f"{backend.http_url}/")
-            await refused.wait_for_function(
-                "() => window.dashboardClient && window.dashboardClient.state !== 'connecting'"
-                " && window.dashboardClient.state !== 'open'",
-                timeout=10_000 * UNIT,
+            old_view = await View.open(
+                await context.new_page(),
+                "authenticated legacy",
+                f"{backend.http_url}/?client=legacy#token={hs_token('olga')}",
             )
-            assert await refused.evaluate("() => window.dashboardClient.connectionId") is None
+            await old_view.expect_text("#client-format", "old protocol")
+            protocol = await old_view.page.evaluate("() => window.dashboardClient.ws.protocol")
+            assert protocol == "legacy.v1"
+            assert await view.page.evaluate("() => window.dashboardClient.ws.protocol") == (
+                "envelope.v1"
+            )
+            service = backend.app.state.service
+            formats = {
+                service.principal(route.connection_id)["sub"]: route.format.value
+                for route in backend.manager.routes()
+            }
+            assert formats == {"alice": "envelope", "olga": "legacy"}
+            await progress_advances(backend, [view, old_view])
+            for each in (view, old_view):
+                await each.still_the_same_page()
+            for url in (f"{backend.http_url}/", f"{backend.http_url}/?client=legacy"):
+                refused = await context.new_page()
+                await refused.goto(url)
+                await refused.wait_for_function(
+                    "() => window.dashboardClient && window.dashboardClient.state !== 'connecting'"
+                    " && window.dashboardClient.state !== 'open'",
+                    timeout=10_000 * UNIT,
+                )
+                assert await refused.evaluate("() => window.dashboardClient.connectionId") is None
+            assert service.stats()["refused_auth"] >= 2
         finally:
             await context.close()
