@@ -166,7 +166,16 @@ class Connection:
         if self.closed:
             return
         if self._writer is None and not self._held:
-            self._send_eagerly(text)
+            write_now = self._write_now  # the fast path, inlined: this runs per recipient
+            if write_now is not None:
+                try:
+                    if write_now(text):
+                        self.sent += 1
+                        return
+                except Exception as exc:
+                    self._fail(exc)
+                    return
+            self._send_awaitable(text)
         else:
             self._enqueue(text)
 
@@ -194,20 +203,10 @@ class Connection:
         while self._queue and self._writer is None and not self.closed:
             text = self._queue.popleft()
             self._queued_chars -= len(text)
-            self._send_eagerly(text)  # a send that suspends becomes the writer for the rest
+            self.deliver(text)  # a send that suspends becomes the writer for the rest
         self._drop_queue_if_idle()
 
-    def _send_eagerly(self, text: str) -> None:
-        write_now = self._write_now
-        if write_now is not None:
-            try:
-                written = write_now(text)
-            except Exception as exc:
-                self._fail(exc)
-                return
-            if written:
-                self.sent += 1
-                return
+    def _send_awaitable(self, text: str) -> None:
         try:
             awaitable = self.transport.send_text(text)
         except Exception as exc:  # any failure means the socket is gone
