@@ -13,6 +13,10 @@ message never reaches the application twice::
         async for message in client:
             ...
 
+Given several URLs (the processes behind a load balancer, say), each connection
+attempt takes the next one, so a reconnect lands on another process and resumes
+there; that works when they share a broker (Redis).
+
 Needs the ``websockets`` package (the ``client`` extra).
 """
 
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -48,15 +52,18 @@ class Resume:
 class ResumingClient:
     """Reconnecting, resuming client; iterate it for application messages (dicts).
 
-    Keyword-only options: ``topics`` to subscribe, ``subprotocols`` offered (the
-    envelope protocol by default), backoff bounds ``min_delay``/``max_delay`` in
-    seconds, and ``max_attempts`` consecutive failed connects before giving up
-    (``None``: never).
+    ``url`` is one ``ws://`` URL or several, tried in turn: connection attempt
+    *n* uses ``urls[n % len(urls)]``, and :attr:`url` is the one of the current
+    (or latest) attempt. Keyword-only options: ``topics`` to subscribe,
+    ``subprotocols`` offered (the envelope protocol by default), backoff bounds
+    ``min_delay``/``max_delay`` in seconds, and ``max_attempts`` consecutive
+    failed connects before giving up (``None``: never). Raises ValueError for an
+    empty list of URLs.
     """
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         topics: Iterable[str] = (),
         subprotocols: Iterable[str] = ("envelope.v1",),
@@ -64,7 +71,10 @@ class ResumingClient:
         max_delay: float = 5.0,
         max_attempts: int | None = None,
     ) -> None:
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ValueError("ResumingClient needs at least one URL")
+        self.url = self.urls[0]
         self.topics = list(topics)
         self.subprotocols = list(subprotocols)
         self.min_delay = min_delay
@@ -79,6 +89,8 @@ class ResumingClient:
         self._task: asyncio.Task[None] | None = None
         self._socket: Any = None
         self._closing = False
+        self._attempts = 0
+        self._offline_until = 0.0  # event loop time; see drop_connection
 
     async def __aenter__(self) -> ResumingClient:
         self.start()
@@ -102,8 +114,17 @@ class ResumingClient:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    def drop_connection(self) -> None:
-        """Abort the TCP connection without a close frame (tests and chaos drills)."""
+    def drop_connection(self, offline_for: float = 0.0) -> None:
+        """Abort the TCP connection without a close frame (tests and chaos drills).
+
+        The next connection attempt starts no sooner than ``offline_for`` seconds
+        from now, and the usual jittered backoff comes on top; messages published
+        meanwhile are what the resume must deliver. Works while disconnected too
+        (it only delays the next attempt then). Must be called on the client's
+        event loop.
+        """
+        if offline_for > 0:
+            self._offline_until = asyncio.get_running_loop().time() + offline_for
         if self._socket is not None:
             self._socket.transport.abort()
 
@@ -123,8 +144,14 @@ class ResumingClient:
         from websockets.exceptions import ConnectionClosed
         from websockets.typing import Subprotocol
 
+        loop = asyncio.get_running_loop()
         failures = 0
         while not self._closing:
+            # Also here, not only after the backoff: a drop may come during the backoff.
+            if (offline := self._offline_until - loop.time()) > 0:
+                await asyncio.sleep(offline)
+            self.url = self.urls[self._attempts % len(self.urls)]
+            self._attempts += 1
             try:
                 async with connect(
                     self.url, subprotocols=[Subprotocol(p) for p in self.subprotocols]
@@ -145,7 +172,8 @@ class ResumingClient:
                 await self._queue.put(ConnectionError(f"gave up after {failures} attempts"))
                 return
             ceiling = min(self.max_delay, self.min_delay * 2 ** min(failures, 16))
-            await asyncio.sleep(ceiling / 2 + random.random() * ceiling / 2)
+            offline = max(0.0, self._offline_until - loop.time())
+            await asyncio.sleep(offline + ceiling / 2 + random.random() * ceiling / 2)
 
     async def _subscribe_all(self, socket: Any, *, resuming: bool) -> None:
         for topic in self.topics:

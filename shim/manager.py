@@ -28,7 +28,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from typing import Any
 
@@ -48,6 +48,7 @@ from service.errors import (
     ProtocolError,
     UnknownConnection,
 )
+from service.messages import PROTOCOL_TYPES
 from service.protocol import (
     Ping,
     Pong,
@@ -88,6 +89,8 @@ _CONTROL_TYPES = frozenset(
 )
 #: ... and of an authenticated old-protocol client: only its token refreshes.
 _LEGACY_CONTROL_TYPES = frozenset({AUTH_MESSAGE_TYPE})
+#: The service's answers to those are protocol, not events: never compared.
+_REPLY_TYPES = frozenset(kind.value for kind in PROTOCOL_TYPES)
 
 
 class _AccessPort(ServicePort):
@@ -446,6 +449,8 @@ class CompatWebSocketManager:
                 canonical = self._canonical_legacy(delivered)
             else:
                 canonical = self._canonical_new(route.format, delivered)
+                if canonical.get("type") in _REPLY_TYPES:
+                    return  # a reply to the client's own control frame (live, new)
         except Exception as exc:
             self._counters["record_errors"] += 1
             _log.warning("diff_record_failed", side=side.value, error=repr(exc))
@@ -695,11 +700,19 @@ def _looks_like_control(text: str, types: frozenset[str]) -> bool:
 
 async def _answer_control(manager: CompatWebSocketManager, route: Route, text: str) -> None:
     socket: ClientSocket = route.socket
+    if route.new_mode is Mode.DELIVER:
+        # The service delivers to this client: it answers the frame itself, so a
+        # subscribe with ``resume`` gets its replay and a positioned ack, in order.
+        with suppress(UnknownConnection):  # dropped meanwhile: the socket is closing
+            await manager.service.handle_message(route.connection_id, text)
+        return
     try:
         event = parse_client_frame(text, max_size=manager.service.max_message_size)
         if isinstance(event, Subscribe):
             await manager.service.subscribe(route.connection_id, event.topic)
-            reply = subscription_ack(event)
+            # The legacy side delivers: events carry no position, so a resume (after
+            # a rollback from the new side) cannot be honoured, and the ack says so.
+            reply = subscription_ack(event, recovered=False if event.resume else None)
         elif isinstance(event, Unsubscribe):
             await manager.service.unsubscribe(route.connection_id, event.topic)
             reply = subscription_ack(event)

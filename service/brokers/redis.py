@@ -28,6 +28,14 @@ that connection drops the task reconnects with jittered exponential backoff and
 resubscribes; publications made in between reach no handler but stay in the
 history. Delivery is asynchronous: ``publish`` returns when Redis has stored and
 published the message, and handlers (this process's too) get it a moment later.
+
+Because of that, ``history`` and ``position`` of a subscribed topic wait for the
+subscriber connection to catch up before they return: a PING sent on it after
+the script ran is answered behind every publication the script saw, so when its
+PONG is read each of them has reached the handler. A caller that holds live
+deliveries while it asks (the hub, setting up a resume) can then drop those the
+answer covers; without the wait, the last replayed message could arrive live
+once more just after the replay.
 """
 
 from __future__ import annotations
@@ -202,6 +210,7 @@ class RedisBroker(Broker):
         self._handler: PublicationHandler | None = None
         self._wanted: dict[bytes, str] = {}  # channel -> topic, what the handler gets
         self._waiters: dict[bytes, asyncio.Future[bool]] = {}  # SUBSCRIBE awaiting Redis
+        self._barriers: dict[bytes, asyncio.Future[bool]] = {}  # PING token -> its PONG
         self._lock = asyncio.Lock()  # one subscription change at a time
         self._healthy = False
         self._reconnects = 0
@@ -393,10 +402,12 @@ class RedisBroker(Broker):
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
+        if kind in ("message", "pong") and self._held is not None:
+            # Catching up: live messages wait their turn, and a barrier's PONG stays
+            # behind the messages it follows.
+            self._held.append(message)
+            return
         if kind == "message":
-            if self._held is not None:  # catching up: live messages wait their turn
-                self._held.append(message)
-                return
             topic = self._wanted.get(message["channel"])
             if topic is None or self._handler is None:
                 return  # unsubscribed while the message was on its way
@@ -410,6 +421,10 @@ class RedisBroker(Broker):
             waiter = self._waiters.get(message["channel"])
             if waiter is not None and not waiter.done():
                 waiter.set_result(True)
+        elif kind == "pong":
+            barrier = self._barriers.get(_as_bytes(message["data"] or b""))
+            if barrier is not None and not barrier.done():
+                barrier.set_result(True)
 
     def _hand_on(self, publication: Publication) -> None:
         """Give ``publication`` to the handler unless it was handed on already."""
@@ -464,9 +479,37 @@ class RedisBroker(Broker):
         )
 
     def _fail_waiters(self) -> None:
-        for waiter in self._waiters.values():
+        for waiter in (*self._waiters.values(), *self._barriers.values()):
             if not waiter.done():
                 waiter.set_result(False)
+
+    async def _settle(self, topic: str) -> None:
+        """Return once every publication Redis made so far reached the handler.
+
+        Only for a topic subscribed here, on a healthy connection, outside a
+        catch-up (the reader is busy then, and hands on in order afterwards).
+        Best effort: after ``publish_timeout``, or when the connection drops, it
+        returns anyway; the caller may then see a publication it covered once more,
+        never miss one.
+        """
+        pubsub = self._pubsub
+        if (
+            pubsub is None
+            or not self._healthy
+            or self._held is not None
+            or self._channel(topic) not in self._wanted
+        ):
+            return
+        token = secrets.token_hex(8).encode()
+        barrier = asyncio.get_running_loop().create_future()
+        self._barriers[token] = barrier
+        try:
+            await self._guard(self._on(pubsub, pubsub.ping(token)))
+            await self._guard(barrier)
+        except BrokerError as exc:
+            self._log.debug("redis_broker_settle_failed", topic=topic, error=_describe(exc))
+        finally:
+            self._barriers.pop(token, None)
 
     async def _recover(self) -> None:
         """Replace the subscriber connection, retrying with backoff until it works."""
@@ -555,11 +598,14 @@ class RedisBroker(Broker):
 
         Complete only if every publication from ``since_seq + 1`` on is still kept
         (within ``history_size`` and ``history_ttl``) in the same epoch; otherwise
-        ``complete`` is False and nothing is replayed.
+        ``complete`` is False and nothing is replayed. For a topic subscribed here
+        it returns once the live publications up to the answer's ``seq`` reached
+        the handler (see the module docstring).
         """
         reply = await self._script(
             _HISTORY, topic, secrets.token_hex(8), epoch, since_seq, self._history_size
         )
+        await self._settle(topic)
         current, seq, now_ms, entries = reply[0].decode(), int(reply[1]), int(reply[2]), reply[3]
         if epoch != current or since_seq > seq or since_seq < 0:
             return History(False, (), current, seq)
@@ -574,8 +620,12 @@ class RedisBroker(Broker):
         return History(True, missed, current, seq)
 
     async def position(self, topic: str) -> tuple[str, int]:
-        """Return ``(epoch, last seq)``; a topic's first use creates its epoch."""
+        """Return ``(epoch, last seq)``; a topic's first use creates its epoch.
+
+        Like :meth:`history`, waits for a subscribed topic's live delivery to reach it.
+        """
         reply = await self._script(_POSITION, topic, secrets.token_hex(8))
+        await self._settle(topic)
         return reply[0].decode(), int(reply[1])
 
     # -- health ------------------------------------------------------------------------
