@@ -27,6 +27,7 @@ from .directsend import (
     DirectTransport,
     direct_protocol,
     enable_direct_send,
+    forget_handshake,
 )
 from .errors import ConnectionRefused, ErrorCode, ProtocolError
 from .handshake import ENVELOPE_SUBPROTOCOL, select_subprotocol
@@ -70,6 +71,7 @@ async def serve(
         )
     except ConnectionRefused:
         return
+    forget_handshake(websocket.scope)
     try:
         for topic in topics:
             try:

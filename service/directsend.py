@@ -46,6 +46,7 @@ __all__ = [
     "direct_protocol",
     "direct_writer",
     "enable_direct_send",
+    "forget_handshake",
     "text_frame",
     "write_text_now",
 ]
@@ -137,6 +138,19 @@ def direct_writer(websocket: Any) -> Callable[[str], bool] | None:
 def direct_protocol(scope: MutableMapping[str, Any]) -> Any | None:
     """uvicorn's protocol object for this WebSocket, if the middleware found one."""
     return scope.get(SCOPE_KEY)
+
+
+def forget_handshake(scope: Mapping[str, Any]) -> None:
+    """Let uvicorn's copy of the handshake request and response go once the socket is open.
+
+    uvicorn keeps both (headers and all, ~3 KiB) for the life of the connection
+    but reads them only while the handshake is in progress; a fan-out server with
+    thousands of idle subscribers should not. The ASGI scope keeps its headers.
+    """
+    protocol = scope.get(SCOPE_KEY)
+    if protocol is not None and protocol.handshake_complete:
+        protocol.request = None
+        protocol.response = None
 
 
 class DirectSendMiddleware:

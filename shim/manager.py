@@ -40,7 +40,7 @@ from legacy.manager import WebSocketManager
 from service import MessageType, WebSocketMessage, WebSocketService
 from service.auth import AUTH_MESSAGE_TYPE, MAX_AUTH_MESSAGE_SIZE
 from service.brokers import MemoryBroker
-from service.directsend import direct_writer
+from service.directsend import direct_writer, forget_handshake
 from service.errors import (
     CloseCode,
     ConnectionRefused,
@@ -275,6 +275,7 @@ class CompatWebSocketManager:
         route.service_port = _AccessPort(route)
         route.encode_legacy = self._encode_legacy
         route.write_now = direct_writer(websocket)
+        forget_handshake(_scope(websocket))
         metadata = {"endpoint": endpoint, "format": wire_format.value, "via": "shim"}
         if user_id:
             metadata["user_id"] = user_id

@@ -36,6 +36,7 @@ from service.directsend import (
     DirectTransport,
     direct_protocol,
     enable_direct_send,
+    forget_handshake,
     frame_header,
     text_frame,
 )
@@ -155,6 +156,9 @@ class FakeProtocol:
         self.conn = SimpleNamespace(state=State.OPEN, extensions=[])
         self.transport = FakeTransport(self.wire)
         self.closes: list[tuple[int, str | None]] = []
+        self.handshake_complete = True
+        self.request: object | None = None
+        self.response: object | None = None
 
     async def send(self, message: Any) -> None:
         await self.writable.wait()
@@ -385,6 +389,19 @@ def test_transport_for_picks_direct_only_with_a_protocol_in_scope() -> None:
     scope = _scope()
     scope[SCOPE_KEY] = FakeProtocol()
     assert isinstance(transport_for(StarletteWebSocket(scope, _receive, _ignore)), DirectTransport)
+
+
+def test_the_handshake_is_forgotten_only_once_it_is_complete() -> None:
+    protocol = FakeProtocol()
+    protocol.handshake_complete = False
+    protocol.request, protocol.response = object(), object()
+    scope = {SCOPE_KEY: protocol}
+    forget_handshake(scope)
+    assert protocol.request is not None and protocol.response is not None
+    protocol.handshake_complete = True
+    forget_handshake(scope)
+    assert protocol.request is None and protocol.response is None
+    forget_handshake({})  # no direct protocol: nothing to do
 
 
 async def test_the_middleware_marks_websockets_only() -> None:
