@@ -348,14 +348,17 @@ def build_app(variant: Variant, *, profile: str | None = None) -> tuple[Any, Con
 
         app = FastAPI(lifespan=lifespan)
         app.router.routes.append(control_route(control))
-        app.add_middleware(
-            _service_endpoint(service_box[0], box),
+        # Outermost, so a subscriber's connection keeps no frame of FastAPI's own
+        # middleware stack either (``app.add_middleware`` would put it inside).
+        endpoint_class = _service_endpoint(service_box[0], box)
+        wrapped = endpoint_class(
+            app,
             service=service_box[0],
             path=BENCH_PATH,
             topics=[TOPIC],
             metadata={"endpoint": "main"},
         )
-        return app, control
+        return wrapped, control
     if variant.route == "fastapi":
         from fastapi import FastAPI
 

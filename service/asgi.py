@@ -63,11 +63,13 @@ async def serve(
     connection stays. Returns normally on disconnect; the connection is always
     unregistered.
     """
-    meta = {"path": websocket.scope["path"], **(metadata or {})}
     subprotocol = select_subprotocol(websocket.scope.get("subprotocols", ()), tuple(subprotocols))
     try:
-        connection_id = await service.connect(
-            websocket, meta, subprotocol=subprotocol, transport=transport_for(websocket)
+        connection_id = await service.connect(  # (no locals that outlive the handshake)
+            websocket,
+            {"path": websocket.scope["path"], **(metadata or {})},
+            subprotocol=subprotocol,
+            transport=transport_for(websocket),
         )
     except ConnectionRefused:
         return
@@ -169,9 +171,13 @@ class ServiceEndpoint:
         enable_direct_send(scope, send)
         await self.handle(WebSocket(scope, receive, send))
 
-    async def handle(self, websocket: WebSocket) -> None:
-        """Serve one connection (override to wrap it, calling ``super().handle``)."""
-        await serve(
+    def handle(self, websocket: WebSocket) -> Awaitable[None]:
+        """Serve one connection (override to wrap it, awaiting ``super().handle``).
+
+        Returns :func:`serve`'s coroutine rather than awaiting it, so that no frame
+        of this method stays alive beside it for the life of the connection.
+        """
+        return serve(
             self.service,
             websocket,
             topics=self.topics,

@@ -29,14 +29,17 @@ class TopicRegistry(Generic[T]):
 
     def __init__(self) -> None:
         self._by_topic: dict[str, dict[str, T]] = {}
-        self._by_connection: dict[str, set[str]] = {}
+        # A tuple, not a set: most connections hold one or two topics, and a set
+        # costs ~200 bytes more per connection (membership is bounded by the
+        # service's max_subscriptions, and never checked on the broadcast path).
+        self._by_connection: dict[str, tuple[str, ...]] = {}
 
     def subscribe(self, connection_id: str, value: T, topic: str) -> bool:
         """Subscribe; return True when ``topic`` just gained its first subscriber."""
-        topics = self._by_connection.setdefault(connection_id, set())
+        topics = self._by_connection.get(connection_id, ())
         if topic in topics:
             return False
-        topics.add(topic)
+        self._by_connection[connection_id] = (*topics, topic)
         members = self._by_topic.get(topic)
         if members is None:
             self._by_topic[topic] = {connection_id: value}
@@ -49,8 +52,10 @@ class TopicRegistry(Generic[T]):
         topics = self._by_connection.get(connection_id)
         if topics is None or topic not in topics:
             return False
-        topics.discard(topic)
-        if not topics:
+        rest = tuple(t for t in topics if t != topic)
+        if rest:
+            self._by_connection[connection_id] = rest
+        else:
             del self._by_connection[connection_id]
         members = self._by_topic[topic]
         del members[connection_id]
@@ -62,7 +67,7 @@ class TopicRegistry(Generic[T]):
     def remove(self, connection_id: str) -> list[str]:
         """Drop every subscription of a connection; return the topics left empty."""
         emptied = []
-        for topic in self._by_connection.pop(connection_id, set()):
+        for topic in self._by_connection.pop(connection_id, ()):
             members = self._by_topic[topic]
             del members[connection_id]
             if not members:
