@@ -701,9 +701,11 @@ def _looks_like_control(text: str, types: frozenset[str]) -> bool:
 
 async def _answer_control(manager: CompatWebSocketManager, route: Route, text: str) -> None:
     socket: ClientSocket = route.socket
-    if route.new_mode is Mode.DELIVER:
+    if route.new_mode is Mode.DELIVER and route.format is WireFormat.ENVELOPE:
         # The service delivers to this client: it answers the frame itself, so a
         # subscribe with ``resume`` gets its replay and a positioned ack, in order.
+        # (An old-protocol client's replies stay envelopes, sent below: its codec
+        # renders only events.)
         with suppress(UnknownConnection):  # dropped meanwhile: the socket is closing
             await manager.service.handle_message(route.connection_id, text)
         return
