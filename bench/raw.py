@@ -24,7 +24,7 @@ __all__ = ["run"]
 class _Socket:
     """Gives a websockets connection the ``send_text`` the fill op uses."""
 
-    __slots__ = ("connection",)
+    __slots__ = ("__weakref__", "connection")  # weak: Control.stallable is a WeakSet
 
     def __init__(self, connection: ServerConnection) -> None:
         self.connection = connection

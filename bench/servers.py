@@ -23,6 +23,7 @@ import contextlib
 import cProfile
 import gc
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -75,7 +76,9 @@ class Control:
     ) -> None:
         self.broadcast_one = broadcast_one
         self.count = count
-        self.stallable: set[Stallable] = set()
+        # Weak: a socket leaves the set when its connection is gone, so endpoints need
+        # no frame of their own to untrack it (that frame would be measured too).
+        self.stallable: weakref.WeakSet[Stallable] = weakref.WeakSet()
         self.burst = BurstState()
         self._task: asyncio.Task[None] | None = None
         self._snapshot: Any = None
@@ -267,12 +270,9 @@ def _service_endpoint(service: Any, control_box: list[Control]) -> Any:
     from service.asgi import ServiceEndpoint
 
     class BenchEndpoint(ServiceEndpoint):
-        async def handle(self, websocket: WebSocket) -> None:
-            stall = _track_stall(control_box[0], websocket)
-            try:
-                await super().handle(websocket)
-            finally:
-                _untrack(control_box[0], stall)
+        def handle(self, websocket: WebSocket) -> Awaitable[None]:
+            _track_stall(control_box[0], websocket)  # untracked when the socket is freed
+            return super().handle(websocket)
 
     return BenchEndpoint
 

@@ -88,12 +88,15 @@ STACKS: dict[str, Stack] = {
         ),
         Stack(
             "tuned",
-            loop="uvloop",
+            # uvloop measured 5-9 % more CPU per delivered message and 0.4 KiB more per
+            # idle connection than asyncio for this workload (BENCHMARKS.md), so the
+            # recommendation keeps asyncio's loop.
+            loop="asyncio",
             http="httptools",
             ws="websockets-sansio",
             per_message_deflate=False,
             ws_max_size=64 * 1024,
-            note="recommended: uvloop, httptools, no permessage-deflate, 64 KiB frames",
+            note="recommended: httptools, no permessage-deflate, 64 KiB frames",
         ),
         Stack(
             "websockets",
