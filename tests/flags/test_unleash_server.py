@@ -135,8 +135,13 @@ def stage_rule(
 
 @pytest.fixture
 async def admin(unleash: Server) -> AsyncIterator[Admin]:
+    # No keep-alive: a test may stop and restart the server, and a pooled connection
+    # to the old process fails the next request ("Server disconnected").
     async with httpx.AsyncClient(
-        base_url=unleash.url, headers={"Authorization": unleash.admin_token}, timeout=10
+        base_url=unleash.url,
+        headers={"Authorization": unleash.admin_token},
+        timeout=10,
+        limits=httpx.Limits(max_keepalive_connections=0),
     ) as http:
         api = Admin(http)
         yield api
