@@ -49,6 +49,7 @@ from .errors import (
     ServiceStopped,
     UnknownConnection,
 )
+from .expiry import CredentialDeadlines
 from .handshake import Handshake
 from .limits import ConnectionCounter, OversizePolicy, RateLimit, RateLimiter, RateVerdict
 from .messages import MessageType, WebSocketMessage, encode, with_sequence
@@ -122,27 +123,6 @@ class Admission:
 
 
 _OPEN = Admission()
-
-
-class _Credentials:
-    """What an authenticated connection needs for an ``auth`` refresh and its expiry.
-
-    ``websocket`` is the socket the client connected with (handed to the
-    authenticator's ``authenticate_message``); ``timer`` closes the connection at
-    ``expires_at``.
-    """
-
-    __slots__ = ("expires_at", "timer", "websocket")
-
-    def __init__(self, websocket: Any) -> None:
-        self.websocket = websocket
-        self.expires_at: float | None = None
-        self.timer: asyncio.TimerHandle | None = None
-
-    def cancel(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
 
 
 class _Frame:
@@ -272,7 +252,9 @@ class WebSocketService:
         self._admissions: dict[str, Admission] = {}
         self.enforce_token_expiry = enforce_token_expiry
         # Authenticated connections only; nothing on the broadcast path reads it.
-        self._credentials: dict[str, _Credentials] = {}
+        self._deadlines: CredentialDeadlines[Connection] = CredentialDeadlines(
+            self._on_token_expired
+        )
         self.send_limits = send_limits or SendLimits()
         self.retain: dict[str, str] = dict(retain or {})
         self.close_timeout = close_timeout
@@ -538,8 +520,7 @@ class WebSocketService:
         without expiry, or ``enforce_token_expiry=False``). Raises UnknownConnection.
         """
         self.connection(connection_id)
-        credentials = self._credentials.get(connection_id)
-        return None if credentials is None else credentials.expires_at
+        return self._deadlines.expires_at(connection_id)
 
     async def reauthenticate(
         self, connection_id: str, text: str, *, request_id: str | None = None
@@ -567,17 +548,17 @@ class WebSocketService:
         connection = self.connection(connection_id)
         if self._expire_if_due(connection):
             return None
-        credentials = self._credentials.get(connection_id)
+        websocket = self._deadlines.websocket(connection_id)
         admission = self._admissions.get(connection_id)
         verify = getattr(self.authenticate, "authenticate_message", None)
-        if credentials is None or admission is None or verify is None:
+        if websocket is None or admission is None or verify is None:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_TYPE,
                 "this service does not accept 'auth' messages",
                 request_id=request_id,
             )
         try:
-            principal = await verify(credentials.websocket, text)
+            principal = await verify(websocket, text)
             if principal is None:
                 raise AuthenticationFailed("authentication failed")
             if self.principal_key(principal) != self.principal_key(admission.principal):
@@ -613,7 +594,7 @@ class WebSocketService:
             admission, principal=principal, expires_at=expires_at
         )
         connection.metadata[PRINCIPAL_KEY] = principal
-        self._set_expiry(connection, credentials, expires_at)
+        self._deadlines.move(connection_id, expires_at)
         self._counters["tokens_refreshed"] += 1
         _log.info("token_refreshed", connection_id=connection_id, expires_at=expires_at)
         return connection_established(
@@ -626,30 +607,13 @@ class WebSocketService:
             request_id=request_id,
         )
 
-    def _set_expiry(
-        self, connection: Connection, credentials: _Credentials, expires_at: float | None
-    ) -> None:
-        """(Re)arm the one timer that closes ``connection`` at ``expires_at`` (Unix seconds)."""
-        credentials.cancel()
-        credentials.expires_at = expires_at
-        if expires_at is None:
-            return
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, expires_at - time.time())
-        credentials.timer = loop.call_at(loop.time() + delay, self._on_token_expired, connection)
-
     def _expire_if_due(self, connection: Connection) -> bool:
         """Close ``connection`` now if its credentials have expired; True if so.
 
         The timer does this at the deadline; this covers a frame that reaches
         the service in the same loop iteration, before the timer ran.
         """
-        credentials = self._credentials.get(connection.connection_id)
-        if (
-            credentials is None
-            or credentials.expires_at is None
-            or time.time() < credentials.expires_at
-        ):
+        if not self._deadlines.is_due(connection.connection_id):
             return False
         self._on_token_expired(connection)
         return True
@@ -733,8 +697,7 @@ class WebSocketService:
         if admission is not _OPEN:
             self._admissions[connection_id] = admission
             if admission.principal is not None:
-                credentials = self._credentials[connection_id] = _Credentials(websocket)
-                self._set_expiry(connection, credentials, admission.expires_at)
+                self._deadlines.track(connection_id, connection, websocket, admission.expires_at)
         if self.rate_limit is not None:
             self._limiters[connection_id] = RateLimiter(self.rate_limit, now=self._clock())
         self._counters["connections_total"] += 1
@@ -779,9 +742,7 @@ class WebSocketService:
         admission = self._admissions.pop(connection.connection_id, None)
         if admission is not None:
             self.release(admission)
-        credentials = self._credentials.pop(connection.connection_id, None)
-        if credentials is not None:
-            credentials.cancel()
+        self._deadlines.forget(connection.connection_id)
         self._counters["disconnections_total"] += 1
         self._gone["sent"] += connection.sent
         self._gone["dropped"] += connection.dropped
@@ -1111,7 +1072,7 @@ class WebSocketService:
         :meth:`reauthenticate`). Raises UnknownConnection for an unregistered id.
         """
         connection = self.connection(connection_id)
-        if self._credentials and self._expire_if_due(connection):
+        if self._deadlines and self._expire_if_due(connection):
             return  # its token expired: closed with 1008, the frame is not processed
         now = connection.last_seen = self._clock()
         self._counters["messages_received"] += 1

@@ -163,13 +163,13 @@ async def test_one_timer_per_connection_no_task_and_cancelled_when_it_goes() -> 
     ]
     ids = [await service.connect(socket) for socket in sockets]
     assert len(asyncio.all_tasks()) == tasks  # timers are loop handles, not tasks
-    timers = [service._credentials[cid].timer for cid in ids]
+    timers = [service._deadlines.timer(cid) for cid in ids]
     assert all(timer is not None and not timer.cancelled() for timer in timers)
     for cid in ids:
         await service.disconnect(cid)
     assert all(timer is not None and timer.cancelled() for timer in timers)
     await service.stop()
-    assert service._credentials == {}
+    assert not service._deadlines
 
 
 async def test_a_frame_after_expiry_closes_even_before_the_timer_ran() -> None:
