@@ -170,9 +170,19 @@ class DirectSendMiddleware:
         await self.app(scope, receive, send)
 
 
+#: What :func:`write_text_now` and :func:`forget_handshake` read of uvicorn's protocol.
+_PROTOCOL_ATTRIBUTES = ("writable", "close_sent", "conn", "transport", "handshake_complete")
+
+
 def enable_direct_send(scope: MutableMapping[str, Any], send: Any) -> None:
-    """Note uvicorn's protocol in ``scope`` when ``send`` is its own, unwrapped one."""
+    """Note uvicorn's protocol in ``scope`` when ``send`` is its own, unwrapped one.
+
+    A uvicorn release whose protocol lacks any attribute the fast path reads gets
+    the ordinary path instead of failing every send.
+    """
     if _SansIOProtocol is not None:
         protocol = getattr(send, "__self__", None)
-        if isinstance(protocol, _SansIOProtocol):
+        if isinstance(protocol, _SansIOProtocol) and all(
+            hasattr(protocol, name) for name in _PROTOCOL_ATTRIBUTES
+        ):
             scope[SCOPE_KEY] = protocol

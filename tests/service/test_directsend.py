@@ -376,11 +376,26 @@ def test_enable_direct_send_ignores_a_send_that_is_not_uvicorns() -> None:
     assert direct_protocol(scope) is None
 
 
-def test_enable_direct_send_finds_uvicorns_sansio_protocol() -> None:
+def _bare_sansio_protocol() -> Any:
     protocol = WebSocketsSansIOProtocol.__new__(WebSocketsSansIOProtocol)
+    for name in ("writable", "close_sent", "conn", "transport", "handshake_complete"):
+        setattr(protocol, name, None)
+    return protocol
+
+
+def test_enable_direct_send_finds_uvicorns_sansio_protocol() -> None:
+    protocol = _bare_sansio_protocol()
     scope = _scope()
     enable_direct_send(scope, protocol.send)
     assert direct_protocol(scope) is protocol
+
+
+def test_a_protocol_missing_what_the_fast_path_reads_is_left_alone() -> None:
+    protocol = _bare_sansio_protocol()
+    del protocol.writable  # as if a uvicorn release renamed it
+    scope = _scope()
+    enable_direct_send(scope, protocol.send)
+    assert direct_protocol(scope) is None
 
 
 def test_transport_for_picks_direct_only_with_a_protocol_in_scope() -> None:
@@ -410,7 +425,7 @@ async def test_the_middleware_marks_websockets_only() -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         seen.append(dict(scope))
 
-    protocol = WebSocketsSansIOProtocol.__new__(WebSocketsSansIOProtocol)
+    protocol = _bare_sansio_protocol()
     middleware = DirectSendMiddleware(app)
     await middleware({"type": "http", "path": "/"}, _ignore, protocol.send)
     await middleware(_scope(), _ignore, protocol.send)
