@@ -450,8 +450,13 @@ class CompatWebSocketManager:
                 canonical = self._canonical_legacy(delivered)
             else:
                 canonical = self._canonical_new(route.format, delivered)
-                if canonical.get("type") in _REPLY_TYPES:
-                    return  # a reply to the client's own control frame (live, new)
+                kind = canonical.get("type")
+                if kind in _REPLY_TYPES:  # a reply to the client's own control frame
+                    if kind == "subscribed":
+                        _note_resume(route, canonical)
+                    return
+                if route.replay_floors and _is_replay(route, canonical):
+                    return  # what it missed while away: the legacy side never sent it
         except Exception as exc:
             self._counters["record_errors"] += 1
             _log.warning("diff_record_failed", side=side.value, error=repr(exc))
@@ -697,6 +702,33 @@ def _looks_like_control(text: str, types: frozenset[str]) -> bool:
     except orjson.JSONDecodeError:
         return False
     return isinstance(value, dict) and value.get("type") in types
+
+
+def _note_resume(route: Route, ack: Mapping[str, Any]) -> None:
+    """After a resume's ``subscribed`` ack, the topic's messages up to its position are
+    a replay (or retained last values), delivered by the new side alone."""
+    data = ack.get("data")
+    if not isinstance(data, Mapping) or "recovered" not in data:
+        return
+    topic, seq = data.get("topic"), data.get("seq")
+    if isinstance(topic, str) and isinstance(seq, int):
+        floors = route.replay_floors if route.replay_floors is not None else {}
+        floors[topic] = (data.get("epoch"), seq)
+        route.replay_floors = floors
+
+
+def _is_replay(route: Route, event: Mapping[str, Any]) -> bool:
+    floors = route.replay_floors
+    topic, seq = event.get("topic"), event.get("seq")
+    if floors is None or not isinstance(topic, str) or not isinstance(seq, int):
+        return False
+    floor = floors.get(topic)
+    if floor is None:
+        return False
+    if event.get("epoch") == floor[0] and seq <= floor[1]:
+        return True
+    del floors[topic]  # the first live message: the replay is over
+    return False
 
 
 async def _answer_control(manager: CompatWebSocketManager, route: Route, text: str) -> None:

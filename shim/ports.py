@@ -116,6 +116,7 @@ class Route:
         "new_mode",
         "record",
         "render_envelope",
+        "replay_floors",
         "sampled",
         "service_port",
         "socket",
@@ -154,6 +155,8 @@ class Route:
         self.encode_legacy: Callable[[Any], str] = starlette_json_text
         #: Synchronous pre-framed write, when the server allows it (see service.directsend).
         self.write_now: Callable[[str], bool] | None = None
+        #: Per topic, the (epoch, seq) up to which the new side is replaying a resume.
+        self.replay_floors: dict[str, tuple[Any, int]] | None = None
 
     @property
     def stage(self) -> Stage:

@@ -29,6 +29,11 @@ def new_stage(toggles: Path) -> None:
     write_document(toggles, set_endpoint_stage(read_document(toggles), "/ws", Stage.NEW))
 
 
+@pytest.fixture
+def live_stage(toggles: Path) -> None:
+    write_document(toggles, set_endpoint_stage(read_document(toggles), "/ws", Stage.LIVE))
+
+
 async def create_models(backend: Backend, names: list[str]) -> None:
     for name in names:
         answer = await backend.http.post("/api/models", json={"name": name})
@@ -66,6 +71,33 @@ async def test_a_dropped_envelope_client_gets_what_it_missed_through_the_shim(
         assert client.duplicates_dropped == 0
     finally:
         await client.close()
+
+
+@pytest.mark.usefixtures("live_stage")
+async def test_a_replay_at_live_is_not_reported_as_a_difference(backend: Backend) -> None:
+    # The legacy side never sends a reconnected client what it missed; only the new
+    # side replays it. That is the resume working, not the two sides disagreeing.
+    client = ResumingClient(f"{backend.ws_url}/ws", topics=["models"], min_delay=0.05)
+    client.start()
+    try:
+        async with asyncio.timeout(5 * UNIT):
+            while "models" not in client.positions:
+                await asyncio.sleep(0.01)
+        await create_models(backend, ["a"])
+        await models(client, 1)
+        client.drop_connection(offline_for=0.5)
+        await create_models(backend, ["b", "c"])
+        replayed = await models(client, 2)
+        await create_models(backend, ["d"])  # live again: compared as usual
+        live = await models(client, 1)
+        assert [r.recovered for r in client.resumes] == [True]
+        assert [m["data"]["model_info"]["name"] for m in replayed + live] == ["b", "c", "d"]
+    finally:
+        await client.close()
+    await backend.manager.stop()  # compares everything still pending
+    differ = backend.manager.differ
+    assert differ.unexpected_total == 0, differ.recent()
+    assert differ.counters()["/ws"]["matched"] >= 4  # "a" and "d", both sides
 
 
 async def test_a_resume_on_the_legacy_side_says_it_cannot_recover(backend: Backend) -> None:
