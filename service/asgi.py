@@ -24,8 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .directsend import (
     DirectSendMiddleware,
-    DirectTransport,
-    direct_protocol,
+    direct_writer,
     enable_direct_send,
     forget_handshake,
 )
@@ -41,7 +40,6 @@ __all__ = [
     "ServiceEndpoint",
     "lifespan",
     "serve",
-    "transport_for",
 ]
 
 
@@ -69,7 +67,7 @@ async def serve(
             websocket,
             {"path": websocket.scope["path"], **(metadata or {})},
             subprotocol=subprotocol,
-            transport=transport_for(websocket),
+            transport=AsgiTransport(websocket),
         )
     except ConnectionRefused:
         return
@@ -98,14 +96,6 @@ async def serve(
         await service.disconnect(connection_id)
 
 
-def transport_for(websocket: WebSocket) -> AsgiTransport | DirectTransport:
-    """The fastest sender the server allows for this socket (see :mod:`service.directsend`)."""
-    protocol = direct_protocol(websocket.scope)
-    if protocol is None:
-        return AsgiTransport(websocket)
-    return DirectTransport(protocol, websocket._send, websocket.close)
-
-
 class AsgiTransport:
     """Sends text frames straight to the ASGI ``send`` of an accepted WebSocket.
 
@@ -113,14 +103,17 @@ class AsgiTransport:
     on every call; on the broadcast path that is per-recipient work the service
     does not need (it tracks its connections itself; a send to a gone client
     raises from the server and removes the connection). Closing still goes
-    through Starlette, which keeps its state right.
+    through Starlette, which keeps its state right. ``write_now`` is the
+    pre-framed fast path when the server allows one (:mod:`service.directsend`),
+    else ``None``.
     """
 
-    __slots__ = ("_send", "_websocket")
+    __slots__ = ("_send", "_websocket", "write_now")
 
     def __init__(self, websocket: WebSocket) -> None:
         self._websocket = websocket
         self._send = websocket._send
+        self.write_now: Callable[[str], bool] | None = direct_writer(websocket)
 
     def send_text(self, data: str) -> Awaitable[None]:
         return self._send({"type": "websocket.send", "text": data})

@@ -30,7 +30,7 @@ class Transport(Protocol):
 
     A transport may also offer ``write_now(text) -> bool``: a synchronous write
     that returns ``False`` when it cannot write at once (then ``send_text`` is
-    used), see :class:`service.directsend.DirectTransport`.
+    used), see :class:`service.asgi.AsgiTransport`.
     """
 
     def send_text(self, data: str) -> Awaitable[None]: ...

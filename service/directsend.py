@@ -11,8 +11,9 @@ transport directly.
 That is only correct while the connection is in the state where uvicorn itself
 would write the frame unchanged: handshake done, no close sent or received, no
 extension negotiated (permessage-deflate compresses per connection) and the
-transport under its high-water mark. :class:`DirectTransport` checks exactly that
-on every send and otherwise goes through the ASGI ``send`` like any other sender,
+transport under its high-water mark. :func:`write_text_now` checks exactly that
+on every send and otherwise declines, and the sender (``service.asgi.AsgiTransport``)
+goes through the ASGI ``send`` like any other,
 which also keeps uvicorn's flow control (a paused transport makes the send
 suspend, and the service's connection buffers behind it).
 
@@ -42,7 +43,6 @@ else:
 __all__ = [
     "SCOPE_KEY",
     "DirectSendMiddleware",
-    "DirectTransport",
     "direct_protocol",
     "direct_writer",
     "enable_direct_send",
@@ -99,33 +99,6 @@ def write_text_now(protocol: Any, text: str) -> bool:
             transport.write(text_frame(text))
             return True
     return False
-
-
-class DirectTransport:
-    """A connection's sender: pre-framed writes when safe, the ASGI ``send`` otherwise.
-
-    ``write_now(text) -> bool`` is the synchronous fast path
-    :class:`service.connection.Connection` tries first; ``send_text`` and ``close``
-    are the ordinary, awaitable ones.
-    """
-
-    __slots__ = ("_close", "_send", "write_now")
-
-    def __init__(
-        self,
-        protocol: Any,
-        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
-        close: Callable[[int, str | None], Awaitable[None]],
-    ) -> None:
-        self.write_now: Callable[[str], bool] = partial(write_text_now, protocol)
-        self._send = send
-        self._close = close
-
-    def send_text(self, data: str) -> Awaitable[None]:
-        return self._send({"type": "websocket.send", "text": data})
-
-    def close(self, code: int = 1000, reason: str | None = None) -> Awaitable[None]:
-        return self._close(code, reason)
 
 
 def direct_writer(websocket: Any) -> Callable[[str], bool] | None:

@@ -89,10 +89,6 @@ _CONTROL_TYPES = frozenset(
 )
 #: ... and of an authenticated old-protocol client: only its token refreshes.
 _LEGACY_CONTROL_TYPES = frozenset({AUTH_MESSAGE_TYPE})
-#: The service's answers to those are protocol, not events: never compared.
-_REPLY_TYPES = frozenset(kind.value for kind in PROTOCOL_TYPES)
-
-
 class _AccessPort(ServicePort):
     """The service port of a route, through which the service's access rules act.
 
@@ -451,7 +447,7 @@ class CompatWebSocketManager:
             else:
                 canonical = self._canonical_new(route.format, delivered)
                 kind = canonical.get("type")
-                if kind in _REPLY_TYPES:  # a reply to the client's own control frame
+                if kind in PROTOCOL_TYPES:  # protocol, not an event: never compared
                     if kind == "subscribed":
                         _note_resume(route, canonical)
                     return

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,17 +29,17 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from service import CloseCode, MessageType, SendLimits, WebSocketMessage, WebSocketService
-from service.asgi import AsgiTransport, ServiceEndpoint, lifespan, serve, transport_for
+from service.asgi import AsgiTransport, ServiceEndpoint, lifespan, serve
 from service.connection import _NO_QUEUE, Connection
 from service.directsend import (
     SCOPE_KEY,
     DirectSendMiddleware,
-    DirectTransport,
     direct_protocol,
     enable_direct_send,
     forget_handshake,
     frame_header,
     text_frame,
+    write_text_now,
 )
 from tests.support import UNIT, connect, receive_json, receive_until, running_server, send_json
 
@@ -169,10 +170,24 @@ class FakeProtocol:
         self.closes.append((code, reason))
 
 
+class FakeSender:
+    """What AsgiTransport is over uvicorn: the fast path, else the ASGI send."""
+
+    def __init__(self, protocol: FakeProtocol) -> None:
+        self.write_now = partial(write_text_now, protocol)
+        self.protocol = protocol
+
+    def send_text(self, data: str) -> Awaitable[None]:
+        return self.protocol.send({"type": "websocket.send", "text": data})
+
+    def close(self, code: int = 1000, reason: str | None = None) -> Awaitable[None]:
+        return self.protocol.close(code, reason)
+
+
 class Harness:
     def __init__(self, **limits: Any) -> None:
         self.protocol = FakeProtocol()
-        self.transport = DirectTransport(self.protocol, self.protocol.send, self.protocol.close)
+        self.transport = FakeSender(self.protocol)
         self.dead: list[tuple[str, int]] = []
         self.connection = Connection(
             "c1",
@@ -398,12 +413,14 @@ def test_a_protocol_missing_what_the_fast_path_reads_is_left_alone() -> None:
     assert direct_protocol(scope) is None
 
 
-def test_transport_for_picks_direct_only_with_a_protocol_in_scope() -> None:
+def test_the_transport_has_a_fast_path_only_with_a_protocol_in_scope() -> None:
     plain = StarletteWebSocket(_scope(), _receive, _ignore)
-    assert isinstance(transport_for(plain), AsgiTransport)
+    assert AsgiTransport(plain).write_now is None
     scope = _scope()
-    scope[SCOPE_KEY] = FakeProtocol()
-    assert isinstance(transport_for(StarletteWebSocket(scope, _receive, _ignore)), DirectTransport)
+    scope[SCOPE_KEY] = protocol = FakeProtocol()
+    fast = AsgiTransport(StarletteWebSocket(scope, _receive, _ignore))
+    assert fast.write_now is not None and fast.write_now("hi")
+    assert protocol.wire == [("direct", "hi")]
 
 
 def test_the_handshake_is_forgotten_only_once_it_is_complete() -> None:
@@ -434,6 +451,12 @@ async def test_the_middleware_marks_websockets_only() -> None:
 
 
 # -- a real uvicorn with DirectSendMiddleware --------------------------------------
+
+
+def direct(service: WebSocketService, connection_id: str) -> bool:
+    """Whether the connection's sends may take the pre-framed fast path."""
+    return getattr(service.connection(connection_id).transport, "write_now", None) is not None
+
 
 TIMESTAMP = "2026-01-01T00:00:00+00:00"
 
@@ -517,7 +540,7 @@ async def test_broadcasts_arrive_intact_and_in_order_on_the_fast_path(
         try:
             ids = [await ready(ws) for ws in clients]
             for cid in ids:
-                assert isinstance(service.connection(cid).transport, DirectTransport)
+                assert direct(service, cid)
             # Calibrate the envelope's size at seq 1 so the next ones (seq 2..8,
             # same digit count) can be padded to an exact frame payload length.
             await service.broadcast(sized("", 1), topic="t")
@@ -551,7 +574,7 @@ async def test_many_small_broadcasts_keep_their_order(fallback_sends: dict[int, 
             await service.broadcast(sized(str(i), i), topic="t")
         got = [(await receive_json(ws))["data"]["n"] for _ in range(500)]
         assert got == list(range(500))
-        assert isinstance(service.connection(cid).transport, DirectTransport)
+        assert direct(service, cid)
         assert fallback_sends.get(port_of(ws), 0) == 0
 
 
@@ -573,9 +596,7 @@ async def test_a_deflate_client_falls_back_and_gets_the_same_messages(
         for ws in (deflate, plain):
             got = [await receive_json(ws) for _ in texts]
             assert [m["data"]["pad"] for m in got] == texts
-        deflate_transport = service.connection(deflate_id).transport
-        assert isinstance(deflate_transport, DirectTransport)
-        assert isinstance(service.connection(plain_id).transport, DirectTransport)
+        assert direct(service, deflate_id) and direct(service, plain_id)
         # connection_established, the pong and 4 broadcasts each
         assert fallback_sends.get(port_of(deflate), 0) == 6
         assert fallback_sends.get(port_of(plain), 0) == 0
