@@ -89,6 +89,8 @@ _CONTROL_TYPES = frozenset(
 )
 #: ... and of an authenticated old-protocol client: only its token refreshes.
 _LEGACY_CONTROL_TYPES = frozenset({AUTH_MESSAGE_TYPE})
+
+
 class _AccessPort(ServicePort):
     """The service port of a route, through which the service's access rules act.
 
