@@ -6,26 +6,17 @@ import asyncio
 from typing import Any
 
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin, Subprotocol
 
 from service import JWTAuthenticator, MessageType, RateLimit, WebSocketMessage
 from tests.security.helpers import SECRET, hs_token, rs_token, rsa_keys, server
-from tests.support import UNIT, connect, receive_json, receive_until, send_json
+from tests.support import UNIT, connect, receive_json, receive_until, refused_status, send_json
 
 pytestmark = pytest.mark.integration
 
 ORIGIN = "https://dashboard.example"
 ENVELOPE = Subprotocol("envelope.v1")
-
-
-async def refused_status(url: str, **options: Any) -> int:
-    """Open a handshake that must be refused; return the HTTP status."""
-    with pytest.raises(InvalidStatus) as refused:
-        async with connect(url, open_timeout=5 * UNIT, **options):
-            pass
-    status: int = refused.value.response.status_code
-    return status
 
 
 async def closed_code(ws: Any) -> tuple[int, str]:

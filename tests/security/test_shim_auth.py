@@ -16,8 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-from websockets.exceptions import InvalidStatus
+from fastapi import FastAPI, WebSocket
 from websockets.typing import Subprotocol
 
 from legacy.catalogue import CATALOGUE
@@ -35,7 +34,7 @@ from tests.security.test_token_expiry import (
     expiring,
 )
 from tests.shim.test_manager_server import legacy_app
-from tests.support import UNIT, connect, receive_json, running_server, send_json
+from tests.support import UNIT, connect, receive_json, refused_status, running_server, send_json
 
 ENVELOPE = Subprotocol(ENVELOPE_SUBPROTOCOL)
 LEGACY = Subprotocol(LEGACY_SUBPROTOCOL)
@@ -68,14 +67,6 @@ async def shim(
         yield service, manager, url
     await manager.stop()
     manager.close()
-
-
-async def refused(url: str, **options: Any) -> int:
-    with pytest.raises(InvalidStatus) as refusal:
-        async with connect(url, open_timeout=5 * UNIT, **options):
-            pass
-    status: int = refusal.value.response.status_code
-    return status
 
 
 async def next_text(ws: Any) -> Any:
@@ -164,9 +155,9 @@ async def test_an_old_browser_client_sends_its_token_with_the_legacy_marker() ->
             route = next(manager.routes())
             assert route.format is WireFormat.LEGACY
             assert service.principal(route.connection_id)["sub"] == "olga"
-        assert await refused(f"{url}/ws", subprotocols=[LEGACY]) == 403
+        assert await refused_status(f"{url}/ws", subprotocols=[LEGACY]) == 403
         expired = Subprotocol(f"bearer.{hs_token('olga', exp_in=-5)}")
-        assert await refused(f"{url}/ws", subprotocols=[LEGACY, expired]) == 403
+        assert await refused_status(f"{url}/ws", subprotocols=[LEGACY, expired]) == 403
     async with shim(Stage.NEW) as (_, manager, url):  # no authentication: still echoed
         ws = await connect(f"{url}/ws", subprotocols=[LEGACY])
         assert ws.subprotocol == LEGACY_SUBPROTOCOL
@@ -181,23 +172,12 @@ API_KEY = "legacy-endpoint-key"
 
 def self_guarded_app(manager: CompatWebSocketManager) -> FastAPI:
     """A legacy endpoint with its own access check before ``manager.connect``."""
-    app = FastAPI()
 
-    @app.websocket("/ws")
-    async def websocket_endpoint(websocket: WebSocket) -> None:
+    def has_key(websocket: WebSocket) -> bool:
         key = websocket.query_params.get("api_key") or websocket.headers.get("x-api-key")
-        if key != API_KEY:
-            await websocket.close(code=1008)
-            return
-        await manager.connect(websocket)
-        try:
-            while True:
-                data = await websocket.receive_text()
-                await manager.send_personal_message(f"echo: {data}", websocket)
-        except WebSocketDisconnect:
-            manager.disconnect(websocket)
+        return key == API_KEY
 
-    return app
+    return legacy_app(manager, admits=has_key)
 
 
 @pytest.mark.integration
@@ -206,10 +186,10 @@ async def test_the_legacy_endpoints_own_auth_keeps_refusing_through_the_shim(
     stage: Stage,
 ) -> None:
     async with shim(stage, app=self_guarded_app) as (service, manager, url):
-        assert await refused(f"{url}/ws") == 403
-        assert await refused(f"{url}/ws?api_key=wrong") == 403
-        assert await refused(f"{url}/ws", subprotocols=[ENVELOPE]) == 403
-        assert await refused(f"{url}/ws", subprotocols=[LEGACY]) == 403
+        assert await refused_status(f"{url}/ws") == 403
+        assert await refused_status(f"{url}/ws?api_key=wrong") == 403
+        assert await refused_status(f"{url}/ws", subprotocols=[ENVELOPE]) == 403
+        assert await refused_status(f"{url}/ws", subprotocols=[LEGACY]) == 403
         assert service.stats()["connections_total"] == 0
         assert manager.stats()["connections"] == 0
         async with connect(f"{url}/ws?api_key={API_KEY}") as old:
@@ -225,8 +205,8 @@ async def test_the_legacy_endpoints_own_auth_keeps_refusing_through_the_shim(
         url,
     ):
         token_only = bearer(hs_token("otto"))
-        assert await refused(f"{url}/ws", additional_headers=token_only) == 403
-        assert await refused(f"{url}/ws?api_key={API_KEY}") == 403
+        assert await refused_status(f"{url}/ws", additional_headers=token_only) == 403
+        assert await refused_status(f"{url}/ws?api_key={API_KEY}") == 403
         assert service.stats()["refused_auth"] == 1  # the endpoint refused the first itself
         async with connect(f"{url}/ws?api_key={API_KEY}", additional_headers=token_only) as ws:
             await ws.send("hi")

@@ -41,7 +41,15 @@ from service.directsend import (
     text_frame,
     write_text_now,
 )
-from tests.support import UNIT, connect, receive_json, receive_until, running_server, send_json
+from tests.support import (
+    UNIT,
+    connect,
+    receive_json,
+    receive_until,
+    running_server,
+    send_json,
+    stalled_fan_out,
+)
 
 
 def reference_frame(text: str) -> bytes:
@@ -647,37 +655,19 @@ async def test_a_stalled_client_on_the_fast_path_never_delays_the_others(
     # The legacy-path test in test_server.py, with direct writes: the stalled
     # client's transport pauses, its sends fall back and buffer, the buffer
     # overflows and it is closed with 1013; the readers get everything in order.
-    count, size = 3000, 20_000
+    count = 3000
     limits = SendLimits(max_messages=10_000, max_bytes=2_000_000)
     service = WebSocketService(heartbeat_interval=None, send_limits=limits)
     async with running_server(build(service)) as url:
-        stalled = await connect(f"{url}/ws", max_queue=1, compression=None)
-        fast = [await connect(f"{url}/ws", compression=None) for _ in range(3)]
-        for ws in [stalled, *fast]:
-            await ready(ws)
-        received: dict[int, list[int]] = {i: [] for i in range(len(fast))}
-
-        async def reader(index: int, ws: Any) -> None:
-            while len(received[index]) < count:
-                received[index].append((await receive_json(ws, 10))["data"]["n"])
-
-        readers = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(fast)]
-        pad = "x" * size
-
-        async def produce() -> None:
-            for i in range(count):
-                await service.broadcast(sized(pad, i), topic="t")
-                # A paced producer: the readers keep up, the stalled client cannot.
-                while min(len(got) for got in received.values()) < i - 100:
-                    await asyncio.sleep(0.001)
-
-        try:
-            await asyncio.wait_for(produce(), 30 * UNIT)
-            await asyncio.wait_for(asyncio.gather(*readers), 30 * UNIT)
-        finally:
-            for task in readers:
-                task.cancel()
-        for got in received.values():
+        run = await stalled_fan_out(
+            f"{url}/ws",
+            broadcast=lambda i, pad: service.broadcast(sized(pad, i), topic="t"),
+            number=lambda message: int(message["data"]["n"]),
+            ready=ready,
+            count=count,
+        )
+        stalled, fast = run.stalled, run.fast
+        for got in run.received.values():
             assert got == list(range(count))
         assert service.stats()["closed_slow"] == 1
         assert service.stats()["connections"] == len(fast)

@@ -15,7 +15,15 @@ from websockets.exceptions import ConnectionClosed
 
 from service import MessageType, SendLimits, WebSocketMessage, WebSocketService
 from service.asgi import lifespan, serve
-from tests.support import UNIT, connect, receive_json, receive_until, running_server, send_json
+from tests.support import (
+    UNIT,
+    connect,
+    receive_json,
+    receive_until,
+    running_server,
+    send_json,
+    stalled_fan_out,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -134,38 +142,19 @@ async def test_oversize_message_closes_1009_or_gets_an_error_by_policy() -> None
 
 
 async def test_a_stalled_client_never_delays_the_others() -> None:
-    # Enough to overflow the loopback socket buffers (tcp_rmem max is 32 MiB here).
-    count, size = 3000, 20_000
     limits = SendLimits(max_messages=10_000, max_bytes=2_000_000)
     async with server(send_limits=limits) as (service, url):
-        stalled = await connect(f"{url}/ws/training", max_queue=1, compression=None)
-        fast = [await connect(f"{url}/ws/training", compression=None) for _ in range(3)]
-        for ws in [stalled, *fast]:
-            await receive_json(ws)
-        received: dict[int, list[int]] = {i: [] for i in range(len(fast))}
-
-        async def reader(index: int, ws: Any) -> None:
-            while len(received[index]) < count:
-                received[index].append((await receive_json(ws, 10))["data"]["i"])
-
-        readers = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(fast)]
-        pad = "x" * size
-
-        async def produce() -> None:
-            for i in range(count):
-                await service.broadcast(progress(i, pad=pad), topic="training")
-                # A paced producer: the readers keep up, the stalled client cannot.
-                while min(len(got) for got in received.values()) < i - 100:
-                    await asyncio.sleep(0.001)
-
-        await asyncio.wait_for(produce(), 30 * UNIT)
-        await asyncio.wait_for(asyncio.gather(*readers), 30 * UNIT)
-        for got in received.values():
-            assert got == list(range(count))
+        run = await stalled_fan_out(
+            f"{url}/ws/training",
+            broadcast=lambda i, pad: service.broadcast(progress(i, pad=pad), topic="training"),
+            number=lambda message: int(message["data"]["i"]),
+        )
+        for got in run.received.values():
+            assert got == list(range(3000))
         assert service.stats()["closed_slow"] == 1
-        assert service.stats()["connections"] == len(fast)
-        stalled.transport.abort()
-        for ws in fast:
+        assert service.stats()["connections"] == len(run.fast)
+        run.stalled.transport.abort()
+        for ws in run.fast:
             await ws.close()
 
 

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
 from service import JWTAuthenticator, WebSocketService
@@ -16,7 +15,7 @@ from shim.manager import CompatWebSocketManager
 from shim.stages import FixedStages, Stage
 from tests.security.helpers import SECRET, hs_token
 from tests.shim.test_manager_server import legacy_app
-from tests.support import UNIT, connect, receive_json, running_server
+from tests.support import UNIT, connect, receive_json, refused_status, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -37,14 +36,6 @@ async def guarded(**options: Any) -> AsyncIterator[tuple[WebSocketService, str]]
     manager.close()
 
 
-async def status(url: str, **options: Any) -> int:
-    with pytest.raises(InvalidStatus) as refused:
-        async with connect(url, open_timeout=5 * UNIT, **options):
-            pass
-    code: int = refused.value.response.status_code
-    return code
-
-
 async def test_origin_auth_and_authorization_through_the_shim() -> None:
     def authorize(principal: Any, topic: str, action: str) -> bool:
         return topic != "models"
@@ -57,12 +48,12 @@ async def test_origin_auth_and_authorization_through_the_shim() -> None:
     ) as (service, url):
         headers = {"Authorization": f"Bearer {hs_token('alice')}"}
         assert (
-            await status(
+            await refused_status(
                 f"{url}/ws", origin=Origin("https://evil.example"), additional_headers=headers
             )
             == 403
         )
-        assert await status(f"{url}/ws", origin=Origin(ORIGIN)) == 403  # no token
+        assert await refused_status(f"{url}/ws", origin=Origin(ORIGIN)) == 403  # no token
         async with connect(
             f"{url}/ws",
             origin=Origin(ORIGIN),

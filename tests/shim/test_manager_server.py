@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -37,12 +37,21 @@ class Backend:
     url: str
 
 
-def legacy_app(manager: CompatWebSocketManager) -> FastAPI:
-    """The legacy backend's endpoint code, verbatim: only the manager changed."""
+def legacy_app(
+    manager: CompatWebSocketManager, *, admits: Callable[[WebSocket], bool] | None = None
+) -> FastAPI:
+    """The legacy backend's endpoint code, verbatim: only the manager changed.
+
+    ``admits`` is an access check of the endpoint's own, before ``manager.connect``
+    (refused: close 1008), as a legacy endpoint may have had one.
+    """
     app = FastAPI()
 
     @app.websocket("/ws")
     async def websocket_endpoint(websocket: WebSocket) -> None:
+        if admits is not None and not admits(websocket):
+            await websocket.close(code=1008)
+            return
         await manager.connect(websocket)
         try:
             while True:
