@@ -18,7 +18,13 @@ from .errors import (
 )
 from .hub import Admission, WebSocketService
 from .limits import OversizePolicy, RateLimit
-from .messages import MessageType, WebSocketMessage, envelope_json_schema
+from .messages import (
+    MessageType,
+    WebSocketMessage,
+    envelope_json_schema,
+    register_message_types,
+    registered_types,
+)
 
 __all__ = [
     "Admission",
@@ -37,6 +43,8 @@ __all__ = [
     "WebSocketService",
     "WebSocketServiceError",
     "envelope_json_schema",
+    "register_message_types",
+    "registered_types",
     "websocket_service",
 ]
 

@@ -52,7 +52,7 @@ from .errors import (
 from .expiry import CredentialDeadlines
 from .handshake import Handshake
 from .limits import ConnectionCounter, OversizePolicy, RateLimit, RateLimiter, RateVerdict
-from .messages import MessageType, WebSocketMessage, encode, with_sequence
+from .messages import MessageType, WebSocketMessage, coerce_type, encode, type_name, with_sequence
 from .origin import OriginPolicy
 from .protocol import (
     DEFAULT_MAX_TOPIC_LENGTH,
@@ -261,7 +261,7 @@ class WebSocketService:
         self._clock = clock
         self._connections: dict[str, Connection] = {}
         self._registry: TopicRegistry[Connection] = TopicRegistry()
-        self._handlers: dict[MessageType, EventHandler] = {}
+        self._handlers: dict[MessageType | str, EventHandler] = {}
         self._codecs: dict[str, Codec] = {}
         self._publish_hooks: list[PublishHook] = []
         self._broker_topics: set[str] = set()
@@ -980,7 +980,7 @@ class WebSocketService:
             try:
                 await hook(message, topic)
             except Exception:
-                _log.exception("publish_hook_failed", type=message.type.value, topic=topic)
+                _log.exception("publish_hook_failed", type=type_name(message.type), topic=topic)
         await self._ensure_broker()
         recipients = (
             len(self._connections) if topic is None else len(self._registry.subscribers(topic))
@@ -1040,13 +1040,15 @@ class WebSocketService:
 
     # -- inbound -------------------------------------------------------------------
 
-    def register_event_handler(self, message_type: MessageType, handler: EventHandler) -> None:
+    def register_event_handler(
+        self, message_type: MessageType | str, handler: EventHandler
+    ) -> None:
         """Call ``handler(connection_id, data)`` for inbound messages of ``message_type``.
 
         The handler may be sync or async. One handler per type; registering again
         replaces it. Protocol types (subscribe, ping, ...) are handled by the service.
         """
-        self._handlers[MessageType(message_type)] = handler
+        self._handlers[coerce_type(message_type)] = handler
 
     def add_publish_hook(self, hook: PublishHook) -> Callable[[], None]:
         """Run ``hook(message, topic)`` on every broadcast made in this process.
@@ -1160,7 +1162,7 @@ class WebSocketService:
         if handler is None:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_TYPE,
-                f"no handler for message type {event.type.value!r}",
+                f"no handler for message type {type_name(event.type)!r}",
                 request_id=event.request_id,
             )
         try:
@@ -1170,11 +1172,11 @@ class WebSocketService:
         except Exception as exc:
             self._counters["handler_errors"] += 1
             _log.exception(
-                "handler_failed", connection_id=connection.connection_id, type=event.type.value
+                "handler_failed", connection_id=connection.connection_id, type=type_name(event.type)
             )
             raise ProtocolError(
                 ErrorCode.HANDLER_ERROR,
-                f"the handler for {event.type.value!r} failed: {type(exc).__name__}",
+                f"the handler for {type_name(event.type)!r} failed: {type(exc).__name__}",
                 request_id=event.request_id,
             ) from exc
 

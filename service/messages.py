@@ -14,19 +14,26 @@ Wire shape (one JSON object per text frame)::
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "EVENT_TYPE_PATTERN",
     "PROTOCOL_TYPES",
     "MessageType",
     "WebSocketMessage",
+    "coerce_type",
     "encode",
     "envelope_json_schema",
+    "register_message_types",
+    "registered_types",
+    "type_name",
     "utc_now_iso",
     "with_sequence",
 ]
@@ -79,6 +86,58 @@ PROTOCOL_TYPES: frozenset[MessageType] = frozenset(
 )
 
 
+#: What an app-defined event type may look like (``job_done``, ``billing.invoice_paid``).
+EVENT_TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+
+#: App-defined event types registered for the published schema (see ``python -m service.schema``).
+_REGISTERED: dict[str, None] = {}
+
+
+def coerce_type(value: object) -> MessageType | str:
+    """Return the well-known :class:`MessageType` for ``value``, else the validated app type.
+
+    Apps have their own events (``job_done``, ``log_line``): any lowercase name
+    matching :data:`EVENT_TYPE_PATTERN` is a valid type, so a backend never has to
+    squeeze its events into the guide's ML catalogue. Raises ``ValueError`` otherwise.
+    """
+    if isinstance(value, MessageType):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"message type must be a string, not {type(value).__name__}")
+    try:
+        return MessageType(value)
+    except ValueError:
+        pass
+    if EVENT_TYPE_PATTERN.fullmatch(value) is None:
+        raise ValueError(
+            f"invalid message type {value!r}: use lowercase letters, digits, '_', '.', '-' "
+            "(starting with a letter, at most 64 characters)"
+        )
+    return value
+
+
+def type_name(message_type: MessageType | str) -> str:
+    """The wire name of a type, well-known or app-defined."""
+    return str(message_type.value if isinstance(message_type, MessageType) else message_type)
+
+
+def register_message_types(names: Iterable[str]) -> tuple[str, ...]:
+    """Declare app event types so the published JSON Schema lists them; returns them."""
+    added = []
+    for name in names:
+        kind = coerce_type(name)
+        if isinstance(kind, MessageType) and kind in PROTOCOL_TYPES:
+            raise ValueError(f"{name!r} is a protocol type, not an event type")
+        _REGISTERED[type_name(kind)] = None
+        added.append(type_name(kind))
+    return tuple(added)
+
+
+def registered_types() -> tuple[str, ...]:
+    """App event types registered so far, in registration order."""
+    return tuple(_REGISTERED)
+
+
 def utc_now_iso() -> str:
     """Return the current time as ISO 8601 in UTC, the envelope's timestamp format."""
     return datetime.now(UTC).isoformat()
@@ -96,7 +155,7 @@ class WebSocketMessage(BaseModel):
 
     model_config = ConfigDict(frozen=True, use_enum_values=False, extra="forbid")
 
-    type: MessageType
+    type: MessageType | str
     data: dict[str, Any] = Field(default_factory=dict)
     timestamp: str = Field(default_factory=utc_now_iso)
     topic: str | None = None
@@ -104,10 +163,15 @@ class WebSocketMessage(BaseModel):
     epoch: str | None = None
     id: str | None = None
 
+    @field_validator("type", mode="plain")
+    @classmethod
+    def _known_or_app_type(cls, value: object) -> MessageType | str:
+        return coerce_type(value)
+
     def to_wire(self) -> dict[str, Any]:
         """Return the JSON-ready dict sent on the wire (``None`` fields omitted)."""
         wire: dict[str, Any] = {
-            "type": self.type.value,
+            "type": type_name(self.type),
             "data": self.data,
             "timestamp": self.timestamp,
         }
@@ -146,9 +210,22 @@ def with_sequence(payload: bytes, seq: int | None, epoch: str | None) -> bytes:
     return payload[:-1] + b',"seq":%d,"epoch":%s}' % (seq, orjson.dumps(epoch))
 
 
-def envelope_json_schema() -> dict[str, Any]:
-    """Return the envelope's JSON Schema (draft 2020-12) for front-end validation."""
+def envelope_json_schema(extra_types: Iterable[str] = ()) -> dict[str, Any]:
+    """Return the envelope's JSON Schema (draft 2020-12) for front-end validation.
+
+    ``type`` lists the well-known types plus the app's registered ones (and
+    ``extra_types``), so a front end validating against it learns the app's events.
+    """
     schema = WebSocketMessage.model_json_schema()
+    names = [t.value for t in MessageType]
+    extra = [type_name(coerce_type(t)) for t in extra_types]
+    app_types = [t for t in dict.fromkeys((*registered_types(), *extra)) if t not in names]
+    listed = {"type": "string", "enum": names + app_types}
+    if app_types:  # the app declared its events: exactly these
+        schema["properties"]["type"] = {"title": "Type", **listed}
+    else:  # undeclared app types are valid too
+        pattern = {"type": "string", "pattern": f"^{EVENT_TYPE_PATTERN.pattern}$"}
+        schema["properties"]["type"] = {"title": "Type", "anyOf": [listed, pattern]}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "WebSocketMessage"
     return schema

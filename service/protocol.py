@@ -31,7 +31,7 @@ import orjson
 
 from .auth import AUTH_MESSAGE_TYPE
 from .errors import ErrorCode, ProtocolError
-from .messages import MessageType, WebSocketMessage
+from .messages import MessageType, WebSocketMessage, coerce_type
 
 __all__ = [
     "DEFAULT_MAX_TOPIC_LENGTH",
@@ -102,7 +102,7 @@ class Pong:
 class Dispatch:
     """An application message for the handler registered for ``type``."""
 
-    type: MessageType
+    type: MessageType | str
     data: dict[str, Any]
     request_id: str | None
 
@@ -198,7 +198,7 @@ def parse_client_frame(
     if type_name == AUTH_MESSAGE_TYPE:
         return _reauthenticate(raw, request_id)
     try:
-        message_type = MessageType(type_name)
+        message_type = coerce_type(type_name)
     except (ValueError, TypeError):
         raise ProtocolError(
             ErrorCode.UNKNOWN_TYPE, f"unknown message type {type_name!r}", request_id=request_id
@@ -228,7 +228,7 @@ def parse_client_frame(
     if message_type in _CLIENT_ONLY_REJECTED:
         raise ProtocolError(
             ErrorCode.UNKNOWN_TYPE,
-            f"{message_type.value!r} is sent by the server, not accepted from clients",
+            f"{type_name!r} is sent by the server, not accepted from clients",
             request_id=request_id,
         )
     return Dispatch(message_type, data, request_id)

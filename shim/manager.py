@@ -48,7 +48,7 @@ from service.errors import (
     ProtocolError,
     UnknownConnection,
 )
-from service.messages import PROTOCOL_TYPES
+from service.messages import PROTOCOL_TYPES, type_name
 from service.protocol import (
     Ping,
     Pong,
@@ -373,7 +373,9 @@ class CompatWebSocketManager:
                 await self.service.broadcast(standard, topic=topic)
             except Exception as exc:
                 self._counters["new_side_errors"] += 1
-                _log.error("new_side_broadcast_failed", error=repr(exc), type=standard.type.value)
+                _log.error(
+                    "new_side_broadcast_failed", error=repr(exc), type=type_name(standard.type)
+                )
             finally:
                 _FROM_SHIM.reset(token)
 

@@ -57,6 +57,7 @@ Rules that contradict themselves or each other raise ``ValueError`` when built.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -64,7 +65,14 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from service.messages import PROTOCOL_TYPES, MessageType, WebSocketMessage, utc_now_iso
+from service.messages import (
+    PROTOCOL_TYPES,
+    MessageType,
+    WebSocketMessage,
+    coerce_type,
+    type_name,
+    utc_now_iso,
+)
 from service.protocol import TOPIC_PATTERN
 
 __all__ = [
@@ -72,6 +80,8 @@ __all__ = [
     "EXTRA_KEY",
     "LEGACY_KEY",
     "OMITTED_KEY",
+    "TEXT_KEY",
+    "VALUE_KEY",
     "FieldMap",
     "Translation",
     "TranslationError",
@@ -85,6 +95,10 @@ EXTRA_KEY: Final = "extra"
 OMITTED_KEY: Final = "omitted"
 #: ``data`` key of a ``custom`` message carrying an untranslated legacy payload.
 LEGACY_KEY: Final = "legacy"
+#: ``data`` key of a ``custom`` message carrying an untranslated non-dict JSON payload.
+VALUE_KEY: Final = "value"
+#: ``data`` key of a ``custom`` message carrying a raw (non-JSON) text frame.
+TEXT_KEY: Final = "text"
 #: Where untranslated payloads are published unless configured otherwise.
 DEFAULT_UNTRANSLATED_TOPIC: Final = "custom"
 
@@ -136,7 +150,8 @@ class TranslationRule:
     """How one legacy payload shape maps to a standardized message and back.
 
     - ``name``: unique; also the shape's name in :mod:`legacy.catalogue`.
-    - ``message_type``/``topic``: what the shape becomes (a domain event type).
+    - ``message_type``/``topic``: what the shape becomes: a domain event type,
+      well-known (:class:`MessageType`) or the app's own (``"job_done"``).
     - ``discriminator``: ``(field, value)``, e.g. ``("type", "training_update")``;
       the rule matches a payload whose top-level ``field`` equals ``value``.
     - ``requires``: for shapes with no discriminator: top-level fields that must
@@ -148,11 +163,15 @@ class TranslationRule:
       rebuilt by ``to_legacy``.
     - ``data_constants``: ``data`` entries (JSON scalars) added by
       ``to_standard``; they select this rule in ``to_legacy``.
-    - ``timestamp_field``: the legacy field holding the event time (``None``: none).
+    - ``timestamp_field``: the legacy field holding the event time (``None``: none);
+      like every field name here, a dotted path reaches into nested objects.
+    - ``sample``: an example payload of the shape. When given, the rule must match
+      it, every mapped legacy path and the timestamp must exist in it, and the
+      translator checks it round-trips exactly, all when the rule is built.
     """
 
     name: str
-    message_type: MessageType
+    message_type: MessageType | str
     topic: str
     discriminator: tuple[str, str] | None = None
     requires: tuple[str, ...] = ()
@@ -160,10 +179,15 @@ class TranslationRule:
     constants: Mapping[str, Any] = field(default_factory=dict)
     data_constants: Mapping[str, Any] = field(default_factory=dict)
     timestamp_field: str | None = "timestamp"
+    sample: Mapping[str, Any] | None = None
     _fields: tuple[_Field, ...] = field(init=False, repr=False, compare=False)
     _legacy_constants: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "message_type", coerce_type(self.message_type))
+        except ValueError as exc:
+            raise ValueError(f"translation rule {self.name!r}: {exc}") from None
         legacy_constants = dict(self.constants)
         if self.discriminator is not None:
             legacy_constants = {self.discriminator[0]: self.discriminator[1], **legacy_constants}
@@ -184,19 +208,22 @@ class TranslationRule:
         if TOPIC_PATTERN.fullmatch(self.topic) is None:
             problems.append(f"invalid topic {self.topic!r}")
         if self.message_type in PROTOCOL_TYPES or self.message_type is MessageType.CUSTOM:
-            problems.append(f"{self.message_type.value!r} is not a domain event type")
+            problems.append(f"{type_name(self.message_type)!r} is not a domain event type")
+        if self.timestamp_field is not None and not all(self.timestamp_field.split(".")):
+            problems.append(f"invalid timestamp field {self.timestamp_field!r}")
         if (self.discriminator is None) == (not self.requires):
             problems.append("give exactly one of discriminator and requires")
         if self.discriminator is not None and self.discriminator[0] in self.constants:
             problems.append("the discriminator field is also a constant")
-        if self.timestamp_field in self._legacy_constants:
+        stamp_head = None if self.timestamp_field is None else self.timestamp_field.split(".")[0]
+        if stamp_head in self._legacy_constants:
             problems.append("the timestamp field is also a constant")
         for name, value in (*self.constants.items(), *self.data_constants.items()):
             if not _is_scalar(value):
                 problems.append(f"constant {name!r} must be a JSON scalar")
         problems += _overlaps("legacy", [f.legacy for f in self._fields])
         problems += _overlaps("data", [f.standard for f in self._fields])
-        fixed = {*self._legacy_constants, self.timestamp_field}
+        fixed = {*self._legacy_constants, stamp_head}
         problems += [
             f"legacy field {'.'.join(f.legacy)!r} is a constant or the timestamp"
             for f in self._fields
@@ -210,6 +237,29 @@ class TranslationRule:
         ]
         problems += [
             f"data constant {k!r} is reserved" for k in _RESERVED & set(self.data_constants)
+        ]
+        if self.sample is not None and not problems:
+            problems += self._sample_problems(self.sample)
+        return problems
+
+    def _sample_problems(self, sample: Mapping[str, Any]) -> list[str]:
+        if not isinstance(sample, Mapping):
+            return [f"sample must be a JSON object, not {type(sample).__name__}"]
+        problems = []
+        if self.discriminator is not None:
+            key, value = self.discriminator
+            if not _same(sample.get(key), value):
+                problems.append(f"sample does not match the discriminator {key} == {value!r}")
+        missing_required = [key for key in self.requires if key not in sample]
+        if missing_required:
+            problems.append(f"sample lacks the required fields {missing_required!r}")
+        paths = [f.legacy for f in self._fields]
+        if self.timestamp_field is not None:
+            paths.append(_path(self.timestamp_field))
+        problems += [
+            f"path {'.'.join(path)!r} does not exist in the sample"
+            for path in paths
+            if not _has_path(sample, path)
         ]
         return problems
 
@@ -274,12 +324,47 @@ class Translator:
         self._clock = clock
         self._by_discriminator: dict[str, dict[str, _Plan]] = {}
         self._keyless: list[_Plan] = []
-        self._reverse: dict[MessageType, tuple[_Plan, ...]] = {}
+        self._reverse: dict[MessageType | str, tuple[_Plan, ...]] = {}
         self._index(self._rules)
         self._matched: Counter[str] = Counter({rule.name: 0 for rule in self._rules})
         self._untranslated = 0
         self._errors = 0
         self._collisions = 0
+        for rule in self._rules:
+            if rule.sample is not None:
+                self._check_sample(rule, dict(rule.sample))
+        self._matched = Counter({rule.name: 0 for rule in self._rules})
+        self._untranslated = 0
+
+    def _check_sample(self, rule: TranslationRule, sample: dict[str, Any]) -> None:
+        translation = self.to_standard(sample)
+        if translation.rule != rule.name:
+            raise ValueError(
+                f"translation rule {rule.name!r}: its sample matches "
+                f"{translation.rule or 'no rule'!r} instead"
+            )
+        problem = self.round_trip_problem(sample)
+        if problem is not None:
+            raise ValueError(f"translation rule {rule.name!r}: sample {problem}")
+
+    def round_trip_problem(self, payload: Any) -> str | None:
+        """Why ``to_legacy(to_standard(payload))`` is not ``payload``, or ``None``.
+
+        Names the rule and the first differing path, e.g. ``rule 'job_progress'
+        does not round-trip at 'pct': 0.1 came back as 0``: what an old client at
+        ``live``/``new`` would receive differently.
+        """
+        try:
+            translation = self.to_standard(payload)
+            back = self.to_legacy(translation.message)
+        except TranslationError as exc:
+            return str(exc)
+        where = first_difference(payload, back)
+        if where is None:
+            return None
+        path, was, came = where
+        rule = "no rule" if translation.rule is None else f"rule {translation.rule!r}"
+        return f"{rule} does not round-trip at {path or '<root>'!r}: {was!r} came back as {came!r}"
 
     def _index(self, rules: tuple[TranslationRule, ...]) -> None:
         names = Counter(rule.name for rule in rules)
@@ -296,7 +381,7 @@ class Translator:
                         f"{key} == {value!r}"
                     )
                 seen[rule.discriminator] = rule.name
-        by_type: dict[MessageType, list[TranslationRule]] = {}
+        by_type: dict[MessageType | str, list[TranslationRule]] = {}
         for rule in rules:
             by_type.setdefault(rule.message_type, []).append(rule)
         plans: dict[str, _Plan] = {}
@@ -342,34 +427,28 @@ class Translator:
 
     # -- legacy -> standard ----------------------------------------------------------
 
-    def to_standard(self, payload: dict[str, Any]) -> Translation:
+    def to_standard(self, payload: Any) -> Translation:
         """Translate a legacy payload; never drops it (unknown shapes become ``custom``).
 
         The rule is found by a dict lookup on each discriminator field's value;
         only a payload without any discriminator field is tried against the few
-        rules that have none, in order. Raises :class:`TranslationError` when
-        ``payload`` is not a dict, is not JSON-serializable, or the rule raises.
-        ``payload`` is not modified; the message may share nested values with it.
+        rules that have none, in order. A dict no rule matches becomes ``custom``
+        with ``data["legacy"]``; any other JSON value (a list, a string, a number)
+        becomes ``custom`` with ``data["value"]``; both are counted as untranslated.
+        Raises :class:`TranslationError` when ``payload`` is not JSON-serializable
+        or the rule raises. ``payload`` is not modified.
         """
-        if not isinstance(payload, dict):
-            self._errors += 1
-            raise TranslationError(None, f"payload must be a dict, not {type(payload).__name__}")
         try:
             orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
         except TypeError as exc:
             self._errors += 1
             raise TranslationError(None, f"payload is not JSON-serializable: {exc}") from exc
+        if not isinstance(payload, dict):
+            return self._untranslated_message({VALUE_KEY: payload}, None)
         plan = self._match(payload)
         if plan is None:
-            self._untranslated += 1
             stamp = payload.get("timestamp")
-            message = WebSocketMessage(
-                type=MessageType.CUSTOM,
-                data={LEGACY_KEY: payload},
-                timestamp=stamp if isinstance(stamp, str) else self._clock(),
-                topic=self.untranslated_topic,
-            )
-            return Translation(message, None)
+            return self._untranslated_message({LEGACY_KEY: payload}, stamp)
         rule = plan.rule
         try:
             data, stamp = _forward(plan, payload)
@@ -384,6 +463,20 @@ class Translator:
             topic=rule.topic,
         )
         return Translation(message, rule.name)
+
+    def text_to_standard(self, text: str) -> Translation:
+        """A raw text frame (``send_text`` of something that is not JSON) as ``custom``."""
+        return self._untranslated_message({TEXT_KEY: text}, None)
+
+    def _untranslated_message(self, data: dict[str, Any], stamp: object) -> Translation:
+        self._untranslated += 1
+        message = WebSocketMessage(
+            type=MessageType.CUSTOM,
+            data=data,
+            timestamp=stamp if isinstance(stamp, str) else self._clock(),
+            topic=self.untranslated_topic,
+        )
+        return Translation(message, None)
 
     def _match(self, payload: dict[str, Any]) -> _Plan | None:
         discriminated = False
@@ -403,7 +496,7 @@ class Translator:
 
     # -- standard -> legacy ----------------------------------------------------------
 
-    def to_legacy(self, message: WebSocketMessage | Mapping[str, Any]) -> dict[str, Any] | None:
+    def to_legacy(self, message: WebSocketMessage | Mapping[str, Any]) -> Any:
         """Return the payload a legacy client would have received, or ``None``.
 
         ``message`` is a :class:`WebSocketMessage` or its wire dict (``topic``,
@@ -418,7 +511,9 @@ class Translator:
             return None
         if message_type is MessageType.CUSTOM:
             original = data.get(LEGACY_KEY)
-            return original if isinstance(original, dict) else None
+            if isinstance(original, dict):
+                return original
+            return data.get(VALUE_KEY) if set(data) == {VALUE_KEY} else None
         rule = self._reverse_rule(message_type, data)
         if rule is None:
             return None
@@ -430,9 +525,25 @@ class Translator:
         self._collisions += collisions
         return payload
 
+    def to_legacy_text(self, message: WebSocketMessage | Mapping[str, Any]) -> str | None:
+        """The exact text frame an old client would have received, or ``None``.
+
+        JSON as Starlette's ``send_json`` writes it, or the raw text a ``custom``
+        message carries under ``data["text"]`` (a ``send_text`` of non-JSON).
+        """
+        wire = message.to_wire() if isinstance(message, WebSocketMessage) else message
+        kind, data = wire.get("type"), wire.get("data")
+        if kind == MessageType.CUSTOM and isinstance(data, dict) and set(data) == {TEXT_KEY}:
+            text = data[TEXT_KEY]
+            return text if isinstance(text, str) else None
+        payload = self.to_legacy(message)
+        if payload is None:
+            return None
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
     def _read(
         self, message: WebSocketMessage | Mapping[str, Any]
-    ) -> tuple[MessageType, dict[str, Any], str]:
+    ) -> tuple[MessageType | str, dict[str, Any], str]:
         if isinstance(message, WebSocketMessage):
             return message.type, message.data, message.timestamp
         if not isinstance(message, Mapping):
@@ -446,7 +557,7 @@ class Translator:
             message.get("timestamp"),
         )
         try:
-            message_type = MessageType(raw_type) if isinstance(raw_type, str) else None
+            message_type: MessageType | str | None = coerce_type(raw_type)
         except ValueError:
             message_type = None
         if message_type is None:
@@ -458,7 +569,7 @@ class Translator:
         return message_type, data, stamp if isinstance(stamp, str) else self._clock()
 
     def _reverse_rule(
-        self, message_type: MessageType, data: dict[str, Any]
+        self, message_type: MessageType | str, data: dict[str, Any]
     ) -> TranslationRule | None:
         for plan in self._reverse.get(message_type, ()):
             constants = plan.rule.data_constants
@@ -472,7 +583,7 @@ def _plan(rule: TranslationRule, selectors: frozenset[str], group: list[Translat
     others = [r for r in group if r is not rule]
     if any(dict(r.data_constants) == dict(rule.data_constants) for r in others):
         raise ValueError(
-            f"rules of type {rule.message_type.value!r} need distinct data_constants "
+            f"rules of type {type_name(rule.message_type)!r} need distinct data_constants "
             f"({rule.name!r} has {dict(rule.data_constants)!r} like another)"
         )
     mapped = {f.standard[0] for f in rule._fields}
@@ -506,10 +617,11 @@ def _forward(plan: _Plan, payload: dict[str, Any]) -> tuple[dict[str, Any], str 
             del remaining[key]
     stamp = None
     if rule.timestamp_field is not None:
-        if rule.timestamp_field not in remaining:
+        stamp_path = _path(rule.timestamp_field)
+        if not _has_path(remaining, stamp_path):
             omitted.append(rule.timestamp_field)
-        elif isinstance(remaining[rule.timestamp_field], str):
-            stamp = remaining.pop(rule.timestamp_field)
+        elif isinstance(_get_path(remaining, stamp_path), str):
+            stamp = _pop_path(remaining, stamp_path)[1]
     data: dict[str, Any] = {}
     for spec in rule._fields:
         found, value = _pop_path(remaining, spec.legacy)
@@ -558,7 +670,7 @@ def _backward(
             mapped.append((spec.legacy, value if spec.backward is None else spec.backward(value)))
     payload = {k: v for k, v in rule._legacy_constants.items() if k not in omitted}
     if rule.timestamp_field is not None and rule.timestamp_field not in omitted:
-        payload[rule.timestamp_field] = stamp
+        _set_path(payload, _path(rule.timestamp_field), stamp)
     # Unmapped keys win over a constant or the envelope timestamp: that is how a
     # differing constant or a non-string timestamp comes back.
     payload.update(leftover)
@@ -608,6 +720,41 @@ def _is_scalar(value: object) -> bool:
 def _same(a: object, b: object) -> bool:
     """Equal and of the same type (``1``, ``1.0`` and ``True`` are different payloads)."""
     return type(a) is type(b) and a == b
+
+
+def _get_path(root: Mapping[Any, Any], path: _Path) -> Any:
+    node: Any = root
+    for key in path:
+        node = node[key]
+    return node
+
+
+def _has_path(root: Mapping[Any, Any], path: _Path) -> bool:
+    node: Any = root
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def first_difference(a: object, b: object, path: str = "") -> tuple[str, object, object] | None:
+    """The first dotted path where two JSON values differ (types count), or ``None``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in (*a, *(k for k in b if k not in a)):
+            if key not in a or key not in b:
+                return f"{path}{key}", a.get(key), b.get(key)
+            found = first_difference(a[key], b[key], f"{path}{key}.")
+            if found is not None:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
+            found = first_difference(x, y, f"{path}{index}.")
+            if found is not None:
+                return found
+        return None
+    return None if _same(a, b) else (path.rstrip("."), a, b)
 
 
 def _pop_path(root: dict[Any, Any], path: _Path) -> tuple[bool, Any]:

@@ -31,10 +31,32 @@ def test_timestamp_defaults_to_utc_iso() -> None:
     assert datetime.fromisoformat(stamp).utcoffset() is not None
 
 
-def test_type_accepts_the_string_value_and_rejects_unknown() -> None:
+def test_type_accepts_well_known_and_app_types_and_rejects_invalid_names() -> None:
     assert WebSocketMessage(type="model_created").type is MessageType.MODEL_CREATED
-    with pytest.raises(ValueError):
-        WebSocketMessage(type="nope")
+    assert WebSocketMessage(type="job_done").to_wire()["type"] == "job_done"
+    for bad in ("Job Done", "", "9lives", "x" * 65):
+        with pytest.raises(ValueError):
+            WebSocketMessage(type=bad)
+
+
+def test_schema_lists_registered_app_types() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "service.schema", "--type", "job_done", "--type", "log_line"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    enum = orjson.loads(out)["properties"]["type"]["enum"]
+    assert {"job_done", "log_line", "training_progress"} <= set(enum)
+    bad = subprocess.run(
+        [sys.executable, "-m", "service.schema", "--type", "Bad Type"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "invalid message type" in bad.stderr
 
 
 def test_encode_omits_absent_optional_fields() -> None:

@@ -41,7 +41,7 @@ def test_ping_pong_heartbeat_and_dispatch() -> None:
         ("not json", ErrorCode.INVALID_JSON),
         ("[1,2]", ErrorCode.INVALID_MESSAGE),
         ('{"data":{}}', ErrorCode.MISSING_FIELD),
-        ('{"type":"launch_rockets"}', ErrorCode.UNKNOWN_TYPE),
+        ('{"type":"Launch Rockets!"}', ErrorCode.UNKNOWN_TYPE),
         ('{"type":42}', ErrorCode.UNKNOWN_TYPE),
         ('{"type":"subscribed","data":{"topic":"x"}}', ErrorCode.UNKNOWN_TYPE),
         ('{"type":"subscribe"}', ErrorCode.MISSING_FIELD),

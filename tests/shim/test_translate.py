@@ -480,7 +480,7 @@ def test_custom_wrapping_a_legacy_payload_is_unwrapped(translator: Translator) -
 @pytest.mark.parametrize(
     "wire",
     [
-        {"type": "no_such_type", "data": {}},
+        {"type": "Not A Type", "data": {}},
         {"data": {}},
         {"type": 5},
         {"type": "training_progress", "data": [1]},
@@ -558,12 +558,85 @@ def test_non_json_payload_raises_translation_error(
     assert translator.stats()["errors"] == 1
 
 
-@pytest.mark.parametrize("payload", [["type", "status"], "training_update", None, 3])
-def test_non_dict_payload_raises_translation_error(payload: Any, translator: Translator) -> None:
-    with pytest.raises(TranslationError) as info:
-        translator.to_standard(payload)
-    assert info.value.rule is None
-    assert type(payload).__name__ in info.value.reason
+@pytest.mark.parametrize("payload", [["type", "status"], "training_update", 3, 2.5, True, []])
+def test_non_dict_payload_becomes_custom_value_and_round_trips(
+    payload: Any, translator: Translator
+) -> None:
+    translation = translator.to_standard(payload)
+    assert translation.untranslated
+    assert translation.message.type is T.CUSTOM
+    assert translation.message.data == {"value": payload}
+    assert translator.to_legacy(translation.message) == payload
+    assert translator.to_legacy(translation.message.to_wire()) == payload
+    assert translator.stats()["untranslated"] == 1
+    assert translator.round_trip_problem(payload) is None
+
+
+def test_raw_text_becomes_custom_text_and_renders_back_as_the_same_frame(
+    translator: Translator,
+) -> None:
+    translation = translator.text_to_standard("job 7: done <ok>")
+    assert translation.message.data == {"text": "job 7: done <ok>"}
+    assert translator.to_legacy_text(translation.message) == "job 7: done <ok>"
+    assert translator.to_legacy_text(translator.to_standard([1, "é"]).message) == '[1,"é"]'
+
+
+def _job_rule(**overrides: Any) -> TranslationRule:
+    spec: dict[str, Any] = {
+        "name": "job_progress",
+        "message_type": "job_progress",
+        "topic": "jobs",
+        "discriminator": ("event", "progress"),
+        "fields": (("job.id", "job_id"), "pct"),
+        "timestamp_field": "timing.updated_at",
+        "sample": {
+            "event": "progress",
+            "job": {"id": "j1"},
+            "pct": 0.1,
+            "timing": {"updated_at": "2026-01-01T00:00:00Z"},
+        },
+    }
+    spec.update(overrides)
+    return TranslationRule(**spec)
+
+
+def test_app_defined_type_and_dotted_timestamp_translate_both_ways() -> None:
+    translator = Translator(rules=[_job_rule()])
+    sample = dict(_job_rule().sample or {})
+    message = translator.to_standard(sample).message
+    assert message.to_wire()["type"] == "job_progress"
+    assert message.timestamp == "2026-01-01T00:00:00Z"
+    assert message.data == {"job_id": "j1", "pct": 0.1}
+    assert translator.to_legacy(message) == sample
+
+
+@pytest.mark.parametrize(
+    ("overrides", "complaint"),
+    [
+        ({"message_type": "Job Done"}, "invalid message type"),
+        ({"message_type": "pong"}, "not a domain event type"),
+        ({"fields": ("job.name",)}, "'job.name' does not exist in the sample"),
+        ({"timestamp_field": "timing.created"}, "'timing.created' does not exist"),
+        ({"discriminator": ("event", "done")}, "does not match the discriminator"),
+    ],
+)
+def test_a_bad_rule_fails_when_built_naming_the_rule(
+    overrides: dict[str, Any], complaint: str
+) -> None:
+    with pytest.raises(ValueError, match="job_progress") as info:
+        _job_rule(**overrides)
+    assert complaint in str(info.value)
+
+
+def test_a_lossy_rule_fails_its_sample_round_trip_naming_rule_and_path() -> None:
+    lossy = _job_rule(fields=(("job.id", "job_id"), FieldMap("pct", "pct", forward=round)))
+    with pytest.raises(ValueError) as info:
+        Translator(rules=[lossy])
+    assert "'job_progress'" in str(info.value)
+    assert "'pct'" in str(info.value)
+    no_sample = Translator(rules=[_job_rule(fields=lossy.fields, sample=None)])
+    problem = no_sample.round_trip_problem(dict(_job_rule().sample or {}))
+    assert problem is not None and "'pct': 0.1 came back as 0" in problem
 
 
 # -- rule definitions -----------------------------------------------------------------------
