@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import generate_latest
 from pydantic import BaseModel, Field
 
 from flags import (
@@ -36,10 +35,10 @@ from service.directsend import DirectSendMiddleware
 from service.redact import install_log_redaction
 from shim.diff import DiffConfig, Differ, ExpectedDifference, MismatchKind
 from shim.manager import CompatWebSocketManager
+from shim.ops import migration_router, migration_state
 from shim.stages import Stage
 
 from .config import Settings, configure_logging
-from .metrics import MigrationCollector, make_registry
 from .services import ModelService, TrainingService
 
 __all__ = ["ENDPOINTS", "app", "create_app"]
@@ -75,12 +74,6 @@ class CreateModel(BaseModel):
     parameters: int = Field(default=1_000_000, ge=0)
 
 
-class SetStage(BaseModel):
-    endpoint: str
-    stage: Stage
-    percent: int = Field(default=100, ge=0, le=100)
-
-
 def create_app(
     settings: Settings | None = None, flag_settings: FlagSettings | None = None
 ) -> FastAPI:
@@ -113,7 +106,6 @@ def create_app(
     )
     training = TrainingService(service, manager, epoch_seconds=settings.epoch_seconds)
     models = ModelService(service)
-    registry = make_registry(MigrationCollector(service.stats, manager.stats))
 
     async def autopilot() -> None:
         """Start a session every so often so the dashboard always has something to show."""
@@ -209,73 +201,48 @@ def create_app(
     async def list_models() -> dict[str, Any]:
         return {"models": list(models.models.values())}
 
-    # -- operator endpoints --------------------------------------------------------
+    # -- operator endpoints (shim.ops): behind WS_MIGRATION_OPS_TOKEN ---------------
 
-    @app.get("/ops/migration")
-    async def migration() -> dict[str, Any]:
-        shim = manager.stats()
-        splits = decider.effective_stages(list(ENDPOINTS), sample_keys=200)
-        endpoints = {}
-        for name in ENDPOINTS:
-            split = splits[name]
-            dominant = max(split.shares.items(), key=lambda item: item[1])[0]
-            delivered = shim["endpoints"].get(name, {}).get("delivered_by", {})
-            endpoints[name] = {
-                "stage": dominant.value,
-                "split": split.describe(),
-                "clients": {"legacy": delivered.get("legacy", 0), "new": delivered.get("new", 0)},
-            }
-        return {
-            "endpoints": endpoints,
-            "diff": shim["diff"],
-            "editable": flag_settings.mode == "embedded",
-            "flags_mode": flag_settings.mode,
-            "last_reroute": shim["last_reroute"],
-        }
-
-    @app.post("/ops/stage")
-    async def set_stage(body: SetStage) -> dict[str, Any]:
-        if flag_settings.mode != "embedded":
-            raise HTTPException(409, "stages come from the Unleash server; change them there")
-        if body.endpoint not in ENDPOINTS:
-            raise HTTPException(404, f"unknown endpoint {body.endpoint!r}")
+    def set_stage(endpoint: str, stage: Stage, percent: int) -> Awaitable[None]:
         path = flag_settings.toggles_file
 
         def edit() -> None:
             document = read_document(path)
-            changed = set_endpoint_stage(document, body.endpoint, body.stage, percent=body.percent)
+            changed = set_endpoint_stage(document, endpoint, stage, percent=percent)
             write_document(path, changed)
 
-        try:
-            await asyncio.to_thread(edit)  # file I/O and fsync stay off the event loop
-        except (FlagsError, ValueError) as exc:
-            raise HTTPException(400, str(exc)) from None
-        return {"endpoint": body.endpoint, "stage": body.stage.value, "percent": body.percent}
+        async def run() -> None:
+            try:
+                await asyncio.to_thread(edit)  # file I/O and fsync stay off the event loop
+            except FlagsError as exc:
+                raise ValueError(str(exc)) from None
 
-    @app.get("/ops/diff")
-    async def diff(limit: int = 20) -> dict[str, Any]:
-        differ.flush()
-        return {
-            "counters": differ.counters(),
-            "unexpected_total": differ.unexpected_total,
-            "recent": [m.to_dict() for m in differ.recent(limit)],
-        }
+        return run()
 
-    @app.get("/ops/diff/report")
-    async def diff_report(format: str = "json") -> Response:
-        differ.flush()
-        report = differ.report()
-        if format == "markdown":
-            return PlainTextResponse(report.to_markdown(), media_type="text/markdown")
-        return Response(report.to_json(), media_type="application/json")
+    editable = flag_settings.mode == "embedded"
+    app.include_router(
+        migration_router(
+            manager,
+            token=settings.ops_token,
+            endpoints=list(ENDPOINTS),
+            set_stage=set_stage if editable else None,
+            read_only_reason="stages come from the Unleash server; change them there",
+            extra_state=lambda: {"flags_mode": flag_settings.mode},
+        )
+    )
 
-    @app.get("/stats")
-    async def stats() -> dict[str, Any]:
-        return {"service": service.stats(), "shim": manager.stats()}
+    @app.get("/api/migration")
+    async def dashboard_migration() -> dict[str, Any]:
+        """The dashboard's read-only feed: stages, client counts, differ counters.
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+        Counters only (no payload, no mismatch detail), so it stays public like the
+        rest of the dashboard; everything that reads payloads or changes a stage
+        is under /ops and needs the operator token.
+        """
+        state = migration_state(manager, list(ENDPOINTS))
+        state["editable"] = editable
+        state["flags_mode"] = flag_settings.mode
+        return state
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

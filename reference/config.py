@@ -4,8 +4,9 @@
 variable                  meaning                                 default
 ========================  ======================================  ==========================
 ``BROKER_URL``            service broker                          ``memory://``
-``FLAGS_FILE``            embedded Unleash toggles file (flags/)   ``flags/toggles.json``
-``UNLEASH_URL``           Unleash server API (enables it)         unset: use ``FLAGS_FILE``
+``WS_MIGRATION_TOGGLES``  embedded Unleash toggles file           ``./ws-migration-toggles.json``
+``FLAGS_FILE``            older name of ``WS_MIGRATION_TOGGLES``  (see flags.config)
+``UNLEASH_URL``           Unleash server API (enables it)         unset: use the toggles file
 ``UNLEASH_API_TOKEN``     client token for the Unleash server     unset
 ``UNLEASH_APP_NAME``      app name reported to Unleash            ``ws-migration-reference``
 ``UNLEASH_ENVIRONMENT``   Unleash environment                     ``development``
@@ -22,6 +23,7 @@ variable                  meaning                                 default
 ``WS_TOKEN_QUERY_PARAM``  also read the token from ``?<name>=``   unset: off
 ``WS_ENFORCE_TOKEN_EXPIRY``  close at the token's ``exp`` (0/1)    ``1``
 ``WS_MAX_CONNECTIONS_PER_IP``  live connections per client IP     unset: no limit
+``WS_MIGRATION_OPS_TOKEN``  bearer token for ``/ops/*``, ``/metrics``  unset: those refuse (403)
 ========================  ======================================  ==========================
 """
 
@@ -54,6 +56,8 @@ class Settings:
     token_query_param: str | None = None
     enforce_token_expiry: bool = True
     max_connections_per_ip: int | None = None
+    #: Bearer token of the operator endpoints (shim.ops); None: they answer 403.
+    ops_token: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -70,6 +74,7 @@ class Settings:
             token_query_param=os.environ.get("WS_TOKEN_QUERY_PARAM") or None,
             enforce_token_expiry=os.environ.get("WS_ENFORCE_TOKEN_EXPIRY", "1") != "0",
             max_connections_per_ip=None if per_ip is None else int(per_ip),
+            ops_token=os.environ.get("WS_MIGRATION_OPS_TOKEN") or None,
             broker_url=os.environ.get("BROKER_URL", "memory://"),
             log_format=os.environ.get("LOG_FORMAT", "console"),
             log_level=os.environ.get("LOG_LEVEL", "info"),

@@ -5,6 +5,16 @@ A backend migrates by changing one line::
     manager = WebSocketManager()                       # before
     manager = CompatWebSocketManager(decider=flags)    # after; endpoint code unchanged
 
+or, for a backend with a manager class of its own::
+
+    manager = CompatWebSocketManager(legacy=JobManager(), rules=job_rules(), decider=flags)
+
+The app's manager keeps working as it did: ``connect`` passes its extra
+arguments through, it holds the real client sockets, every attribute the shim
+does not define (its own methods, its state) is the app manager's, and every
+send it makes on a socket, from any of its methods, is routed by that socket's
+stage (see :mod:`shim.ports`).
+
 Every connection is attached to both sides through ports (see :mod:`shim.ports`);
 its stage decides which side reaches the socket and which only records for the
 differ. Dual-write:
@@ -27,7 +37,7 @@ import contextvars
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from typing import Any
@@ -63,9 +73,18 @@ from service.protocol import (
 )
 
 from .diff import Differ, ExpectedDifference, MismatchKind, Side
-from .ports import ClientSocket, DeliveryCounters, Mode, Route, ServicePort, starlette_json_text
+from .ports import (
+    IN_DUAL_WRITE,
+    DeliveryCounters,
+    Mode,
+    RealSocket,
+    Route,
+    SentText,
+    ServicePort,
+    starlette_json_text,
+)
 from .stages import FixedStages, RoutingDecision, StageDecider
-from .translate import TranslationError, Translator
+from .translate import TEXT_KEY, TranslationError, TranslationRule, Translator
 from .wire import WireFormat, negotiate
 
 __all__ = ["LEGACY_CODEC", "CompatWebSocketManager"]
@@ -164,9 +183,12 @@ class CompatWebSocketManager:
     Keyword-only configuration:
 
     - ``service``: the new service (default: ``service.websocket_service``).
-    - ``legacy``: the legacy manager instance (default: a new ``WebSocketManager``).
+    - ``legacy``: the app's manager instance, whatever its class (default: a new
+      ``WebSocketManager``). It needs ``connect(websocket, ...)`` and
+      ``disconnect(websocket, ...)``; ``broadcast(payload)`` for the dual-write.
     - ``decider``: where stages come from (default: everything ``legacy``).
-    - ``translator``/``differ``: translation rules and the differ.
+    - ``rules``: the app's translation rules (default: the toolkit's catalogue),
+      or ``translator``: a ready :class:`Translator`; and the ``differ``.
     - ``endpoint_topics``: topics each endpoint's connections subscribe to on the new
       side (default: every topic the translator knows, which is what legacy sent).
     - ``flip_wait``: how long a flip waits for in-flight broadcasts.
@@ -176,8 +198,9 @@ class CompatWebSocketManager:
         self,
         *,
         service: WebSocketService | None = None,
-        legacy: WebSocketManager | None = None,
+        legacy: Any = None,
         decider: StageDecider | None = None,
+        rules: Iterable[TranslationRule] | None = None,
         translator: Translator | None = None,
         differ: Differ | None = None,
         endpoint_topics: Mapping[str, Sequence[str]] | None = None,
@@ -190,9 +213,11 @@ class CompatWebSocketManager:
 
             service = websocket_service
         self.service = service
-        self.legacy = legacy if legacy is not None else WebSocketManager()
+        self.legacy: Any = legacy if legacy is not None else WebSocketManager()
         self.decider: StageDecider = decider if decider is not None else FixedStages()
-        self.translator = translator if translator is not None else Translator()
+        if translator is not None and rules is not None:
+            raise ValueError("give rules or translator, not both")
+        self.translator = translator if translator is not None else Translator(rules=rules)
         self.differ = differ if differ is not None else Differ()
         self.endpoint_topics = {k: tuple(v) for k, v in (endpoint_topics or {}).items()}
         self.default_topics = tuple(self.translator.topics())
@@ -203,7 +228,8 @@ class CompatWebSocketManager:
         self._gate: _FlipGate | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._cleanup: set[asyncio.Task[Any]] = set()
-        self._canon_cache: dict[int, tuple[object, dict[str, Any]]] = {}
+        self._canon_cache: dict[tuple[int, bool], tuple[object, dict[str, Any]]] = {}
+        self._direct_cache: tuple[object, WebSocketMessage] | None = None
         # The payload of the legacy broadcast in progress and its text, encoded once.
         self._legacy_text: tuple[object, str | None] | None = None
         self._counters: Counter[str] = Counter()
@@ -223,18 +249,27 @@ class CompatWebSocketManager:
 
     # -- the legacy interface ------------------------------------------------------
 
+    def __getattr__(self, name: str) -> Any:
+        """Whatever the shim does not define is the app's manager's (methods, state)."""
+        if name.startswith("__") or name == "legacy":
+            raise AttributeError(name)
+        return getattr(self.legacy, name)
+
     @property
     def active_connections(self) -> list[Any]:
         """The connected client sockets, oldest first (the legacy attribute)."""
-        return [route.socket for route in self._routes.values()]
+        return [route.websocket for route in self._routes.values()]
 
     @property
     def connections(self) -> list[Any]:
         """Alias of :attr:`active_connections` (the migration guide's name)."""
         return self.active_connections
 
-    async def connect(self, websocket: Any) -> None:
+    async def connect(self, websocket: Any, *args: Any, **kwargs: Any) -> Any:
         """Accept the client, attach it to both sides and route it by stage.
+
+        ``args``/``kwargs`` go to the app manager's ``connect`` with the real
+        socket, whose result is returned; its ``accept()`` is then a no-op.
 
         The service's access rules (origin, authentication, connection limits) run
         first, on the real socket: a refused client gets HTTP 403 (or close 1008
@@ -273,6 +308,8 @@ class CompatWebSocketManager:
         route.service_port = _AccessPort(route)
         route.encode_legacy = self._encode_legacy
         route.write_now = direct_writer(websocket)
+        route.socket = RealSocket(websocket)
+        route.send_direct = self._send_direct
         forget_handshake(_scope(websocket))
         metadata = {"endpoint": endpoint, "format": wire_format.value, "via": "shim"}
         if user_id:
@@ -298,10 +335,17 @@ class CompatWebSocketManager:
             _intercept_control_frames(websocket, self, route, _CONTROL_TYPES)
         elif admission.principal is not None:
             _intercept_control_frames(websocket, self, route, _LEGACY_CONTROL_TYPES)
+        else:
+            _intercept_control_frames(websocket, self, route, frozenset())
         route.stickiness_key = user_id or route.connection_id
         self._decide(route, self._evaluate(route))
         self._routes[id(websocket)] = route
-        await self.legacy.connect(route.legacy_port)
+        route.legacy_port.install(websocket)
+        try:
+            result = await self.legacy.connect(websocket, *args, **kwargs)
+        except BaseException:
+            self._forget(route)
+            raise
         forbidden: list[ProtocolError] = []
         for topic in self.endpoint_topics.get(endpoint, self.default_topics):
             try:
@@ -312,7 +356,7 @@ class CompatWebSocketManager:
                 forbidden.append(error)
         if wire_format is WireFormat.ENVELOPE:
             for refused in forbidden:
-                await websocket.send_text(_dumps(error_message(refused).to_wire()))
+                await route.socket.send_text(_dumps(error_message(refused).to_wire()))
         self._ensure_background()
         _log.debug(
             "shim_connected",
@@ -321,50 +365,83 @@ class CompatWebSocketManager:
             format=wire_format.value,
             stage=route.stage.value,
         )
+        return result
 
-    def disconnect(self, websocket: Any) -> None:
-        """Detach a client from both sides (sync, like the legacy method)."""
+    def disconnect(self, websocket: Any, *args: Any, **kwargs: Any) -> Any:
+        """Detach a client from both sides; the app manager's ``disconnect`` gets the
+        arguments (and its result is returned, awaitable if the app's is async)."""
         route = self._routes.pop(id(websocket), None)
-        if route is None:
-            return
-        self._detach(route)
+        result = self.legacy.disconnect(websocket, *args, **kwargs)
+        if route is not None:
+            self._detach(route)
+        return result
+
+    def _forget(self, route: Route) -> None:
+        """The socket is gone (or never made it): drop the route, keep the app's state."""
+        if self._routes.get(id(route.websocket)) is route:
+            del self._routes[id(route.websocket)]
+            self._detach(route)
 
     def _detach(self, route: Route) -> None:
-        self.legacy.disconnect(route.legacy_port)
         if route.stage.compares and route.sampled:
             self.differ.close(route.connection_id)
         self._spawn(self.service.disconnect(route.connection_id))
 
-    async def send_personal_message(self, message: str | dict[str, Any], websocket: Any) -> None:
-        """Send to one client in its own format (not compared by the differ)."""
-        route = self._routes.get(id(websocket))
-        if route is None or route.format is WireFormat.LEGACY:
-            if isinstance(message, str):
-                await websocket.send_text(message)
-            else:
-                await websocket.send_json(message)
-            return
-        if isinstance(message, str):
-            wire = WebSocketMessage(type=MessageType.CUSTOM, data={"text": message}).to_wire()
-            await websocket.send_text(_dumps(wire))
-        else:
-            text = self._render_envelope(message)
-            if text is not None:
-                await websocket.send_text(text)
+    async def _send_direct(self, route: Route, payload: object) -> None:
+        """The new side of a send the app made to one socket outside a broadcast.
 
-    async def broadcast(self, message: dict[str, Any]) -> None:
+        The same payload object sent to many sockets in a row (an app's own
+        ``broadcast_to_session`` loop) is translated once.
+        """
+        cached = self._direct_cache
+        if cached is not None and cached[0] is payload:
+            message = cached[1]
+        else:
+            message = self._standard_for(payload)
+            self._direct_cache = (payload, message)
+        with suppress(UnknownConnection):
+            await self.service.send(route.connection_id, message)
+
+    def _standard_for(self, payload: object) -> WebSocketMessage:
+        if isinstance(payload, SentText):
+            try:
+                value = orjson.loads(payload.text)
+            except orjson.JSONDecodeError:
+                translation = self.translator.text_to_standard(payload.text)
+                return translation.message
+            return self._to_standard(value)[0]
+        return self._to_standard(payload)[0]
+
+    async def send_personal_message(self, message: Any, websocket: Any, *args: Any) -> Any:
+        """The app manager's ``send_personal_message``: its sends are routed by stage."""
+        sender = getattr(self.legacy, "send_personal_message", None)
+        if sender is not None:
+            return await sender(message, websocket, *args)
+        if isinstance(message, str):
+            await websocket.send_text(message)
+        else:
+            await websocket.send_json(message)
+        return None
+
+    async def broadcast(self, message: Any, *args: Any, **kwargs: Any) -> Any:
         """Dual-write an old producer's payload to both sides (see the module docstring).
 
-        A payload JSON cannot encode is counted and logged and reaches nobody
-        (the legacy manager would have dropped every client over it).
+        Any JSON value is a payload (a dict, a list, a string, a number). A payload
+        JSON cannot encode is counted and logged and reaches nobody (the legacy
+        manager would have dropped every client over it). Extra arguments (an app
+        manager's ``broadcast(payload, room)``) make it one of the app's own
+        methods: its sends are routed per socket, like ``broadcast_to_session``.
         """
+        if args or kwargs:
+            return await self.legacy.broadcast(message, *args, **kwargs)
         try:
             orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)
         except TypeError as exc:
             self._counters["unserializable"] += 1
             _log.error("legacy_payload_unserializable", error=str(exc))
             return
-        self._canon_cache.pop(id(message), None)  # the producer may reuse a mutated dict
+        for old_client in (False, True):  # the producer may reuse a mutated dict
+            self._canon_cache.pop((id(message), old_client), None)
         standard, topic = self._to_standard(message)
         async with self._flip_gate().broadcast():
             await self._legacy_broadcast(message)
@@ -378,10 +455,11 @@ class CompatWebSocketManager:
                 )
             finally:
                 _FROM_SHIM.reset(token)
+        return None
 
     # -- translation and the new producer's mirror -----------------------------------
 
-    def _to_standard(self, payload: dict[str, Any]) -> tuple[WebSocketMessage, str]:
+    def _to_standard(self, payload: Any) -> tuple[WebSocketMessage, str]:
         try:
             translation = self.translator.to_standard(payload)
         except TranslationError as exc:
@@ -411,12 +489,14 @@ class CompatWebSocketManager:
         async with self._flip_gate().broadcast():
             await self._legacy_broadcast(payload)
 
-    async def _legacy_broadcast(self, payload: dict[str, Any]) -> None:
+    async def _legacy_broadcast(self, payload: Any) -> None:
         """The legacy manager's broadcast, with ``payload`` encoded once for all ports."""
         self._legacy_text = (payload, None)
+        token = IN_DUAL_WRITE.set(True)
         try:
             await self.legacy.broadcast(payload)
         finally:
+            IN_DUAL_WRITE.reset(token)
             self._legacy_text = None
         self._reap_dead_legacy_ports()
 
@@ -432,21 +512,22 @@ class CompatWebSocketManager:
         return text
 
     def _render_legacy(self, wire: dict[str, Any]) -> str | None:
-        """Service codec for old clients: the standardized message in the old shape."""
-        payload = self.translator.to_legacy(wire)
-        return None if payload is None else _dumps(payload)
+        """Service codec for old clients: the standardized message as the old frame."""
+        return self.translator.to_legacy_text(wire)
 
     def _render_envelope(self, payload: Any) -> str | None:
         """Legacy side to an envelope client: the payload as a standardized message."""
-        if not isinstance(payload, dict):
-            return None
         return _dumps(self._canonical_legacy(payload))
 
     # -- the differ ----------------------------------------------------------------
 
     def _record(self, route: Route, side: Side, delivered: object) -> None:
         try:
-            if side is Side.LEGACY:
+            if route.format is WireFormat.LEGACY:
+                # What an old client sees, exactly: the payload legacy sends vs the
+                # frame the new side renders (a lossy rule is a field mismatch).
+                canonical = self._as_old_client_sees(delivered, side)
+            elif side is Side.LEGACY:
                 canonical = self._canonical_legacy(delivered)
             else:
                 canonical = self._canonical_new(route.format, delivered)
@@ -463,25 +544,47 @@ class CompatWebSocketManager:
             return
         self.differ.record(route.connection_id, side, canonical)
 
-    def _cached(self, obj: object, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def _cached(
+        self, obj: object, make: Callable[[], dict[str, Any]], *, old: bool = False
+    ) -> dict[str, Any]:
         # One broadcast hands the same object to every recipient: convert it once.
-        entry = self._canon_cache.get(id(obj))
+        key = (id(obj), old)
+        entry = self._canon_cache.get(key)
         if entry is not None and entry[0] is obj:
             return entry[1]
         value = make()
         if len(self._canon_cache) > 256:
             self._canon_cache.clear()
-        self._canon_cache[id(obj)] = (obj, value)
+        self._canon_cache[key] = (obj, value)
         return value
 
     def _canonical_legacy(self, payload: object) -> dict[str, Any]:
         def make() -> dict[str, Any]:
-            if not isinstance(payload, dict):
-                return {"type": "custom", "data": {"text": payload}, "topic": None}
-            message, topic = self._to_standard(payload)
-            return message.model_copy(update={"topic": topic}).to_wire()
+            message = self._standard_for(payload)
+            return message.model_copy(
+                update={"topic": message.topic or self.translator.untranslated_topic}
+            ).to_wire()
 
         return self._cached(payload, make)
+
+    def _as_old_client_sees(self, delivered: object, side: Side) -> dict[str, Any]:
+        """An old client's frame for the differ: its type and topic, the payload as ``data``."""
+
+        def make() -> dict[str, Any]:
+            value: object
+            if side is Side.NEW or isinstance(delivered, SentText):
+                text = delivered.text if isinstance(delivered, SentText) else str(delivered)
+                try:
+                    value = orjson.loads(text)
+                except orjson.JSONDecodeError:
+                    return {"type": "custom", "data": {TEXT_KEY: text}, "topic": None}
+            else:
+                value = delivered
+            message, topic = self._to_standard(value)
+            data = value if isinstance(value, dict) else {"value": value}
+            return {"type": type_name(message.type), "data": data, "topic": topic}
+
+        return self._cached(delivered, make, old=True)
 
     def _canonical_new(self, wire_format: WireFormat, text: object) -> dict[str, Any]:
         def make() -> dict[str, Any]:
@@ -566,12 +669,17 @@ class CompatWebSocketManager:
     # -- housekeeping --------------------------------------------------------------
 
     def _reap_dead_legacy_ports(self) -> None:
-        """The legacy manager dropped a port whose socket failed: remove the route too."""
-        if len(self.legacy.active_connections) == len(self._routes):
+        """The legacy manager dropped a socket whose send failed: remove the route too.
+
+        Only for a manager that lists its sockets in ``active_connections`` (as
+        the legacy one does); otherwise routes go when their socket disconnects.
+        """
+        listed = getattr(self.legacy, "active_connections", None)
+        if not isinstance(listed, list) or len(listed) == len(self._routes):
             return
-        alive = {id(port) for port in self.legacy.active_connections}
+        alive = {id(socket) for socket in listed}
         for key, route in list(self._routes.items()):
-            if id(route.legacy_port) not in alive:
+            if key not in alive:
                 del self._routes[key]
                 self._counters["dead_sockets_removed"] += 1
                 self._detach(route)
@@ -685,6 +793,9 @@ def _intercept_control_frames(
     async def receive() -> Any:
         while True:
             message = await original()
+            if message.get("type") == "websocket.disconnect":
+                manager._forget(route)  # the app may never call disconnect
+                return message
             text = message.get("text") if message.get("type") == "websocket.receive" else None
             if text is None or not _looks_like_control(text, types):
                 return message
@@ -732,7 +843,7 @@ def _is_replay(route: Route, event: Mapping[str, Any]) -> bool:
 
 
 async def _answer_control(manager: CompatWebSocketManager, route: Route, text: str) -> None:
-    socket: ClientSocket = route.socket
+    socket = route.socket
     if route.new_mode is Mode.DELIVER and route.format is WireFormat.ENVELOPE:
         # The service delivers to this client: it answers the frame itself, so a
         # subscribe with ``resume`` gets its replay and a positioned ack, in order.

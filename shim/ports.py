@@ -1,7 +1,10 @@
 """Routes and ports: how one client socket is attached to both sides at once.
 
 Every connection the shim accepts is registered with the legacy manager *and* the
-new service, each through a port object standing in for the socket. A port either
+new service. The legacy manager holds the client's real socket (so the app's own
+manager code sees the object it always saw: ``query_params``, identity, equality),
+whose ``send_json``/``send_text``/``accept`` the shim has replaced by a
+:class:`LegacyPort`'s; the service holds a :class:`ServicePort`. A port either
 delivers to the real socket, records into the differ, or does nothing, according
 to the connection's current stage; under ``shadow`` and ``live`` the delivering
 side records too, so the differ sees both sides. A stage change only flips those modes, so a
@@ -19,25 +22,43 @@ new       off                 deliver
 
 from __future__ import annotations
 
+import contextvars
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .diff import Side
 from .stages import RoutingDecision, Stage
 from .wire import WireFormat
 
 __all__ = [
+    "IN_DUAL_WRITE",
     "ClientSocket",
     "DeliveryCounters",
     "LegacyPort",
     "Mode",
+    "RealSocket",
     "Route",
+    "SentText",
     "ServicePort",
     "modes_for",
     "starlette_json_text",
 ]
+
+
+#: Set while the shim's own dual-write runs the legacy manager's broadcast: the
+#: new side delivers that event itself (through the service's fan-out), so the
+#: legacy sends it causes only deliver or record for the legacy side. Every other
+#: send of the app's manager (its own methods: ``broadcast_to_session``, a
+#: personal message) is routed to the new side per connection as well.
+IN_DUAL_WRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("in_dual_write", default=False)
+
+
+class SentText(NamedTuple):
+    """A frame the app sent with ``send_text`` (JSON or not), as the differ sees it."""
+
+    text: str
 
 
 class Mode(Enum):
@@ -91,13 +112,34 @@ class ClientSocket(Protocol):
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
+class RealSocket:
+    """The client socket's own sends, captured before the shim replaces them.
+
+    The shim (and the service, through the route's service port) write through
+    these; the app's code, calling the same names on the socket, goes through
+    the route's :class:`LegacyPort` instead.
+    """
+
+    __slots__ = ("close", "scope", "send_bytes", "send_json", "send_text")
+
+    def __init__(self, websocket: Any) -> None:
+        self.send_text: Callable[[str], Awaitable[None]] = websocket.send_text
+        self.send_json: Callable[..., Awaitable[None]] = websocket.send_json
+        self.send_bytes: Callable[[bytes], Awaitable[None]] | None = getattr(
+            websocket, "send_bytes", None
+        )
+        self.close: Callable[..., Awaitable[None]] = websocket.close
+        self.scope: Any = getattr(websocket, "scope", None)
+
+
 def starlette_json_text(data: Any) -> str:
     """Exactly the text Starlette's ``send_json`` sends for ``data``."""
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 Recorder = Callable[["Route", Side, object], None]
-LegacyRenderer = Callable[[dict[str, Any]], str | None]
+LegacyRenderer = Callable[[Any], str | None]
+DirectSender = Callable[["Route", object], Awaitable[None]]
 
 
 class Route:
@@ -118,9 +160,11 @@ class Route:
         "render_envelope",
         "replay_floors",
         "sampled",
+        "send_direct",
         "service_port",
         "socket",
         "stickiness_key",
+        "websocket",
         "write_now",
     )
 
@@ -136,7 +180,10 @@ class Route:
         render_envelope: LegacyRenderer,
         counters: DeliveryCounters,
     ) -> None:
-        self.socket = socket
+        #: The client's real socket object (what the app's code holds) ...
+        self.websocket: Any = socket
+        #: ... and its own sends, never routed (see :class:`RealSocket`).
+        self.socket: ClientSocket | RealSocket = socket
         self.connection_id = connection_id
         self.endpoint = endpoint
         self.format = wire_format
@@ -157,6 +204,8 @@ class Route:
         self.write_now: Callable[[str], bool] | None = None
         #: Per topic, the (epoch, seq) up to which the new side is replaying a resume.
         self.replay_floors: dict[str, tuple[Any, int]] | None = None
+        #: The new side's delivery of a payload the app sent to this socket alone.
+        self.send_direct: DirectSender | None = None
 
     @property
     def stage(self) -> Stage:
@@ -173,18 +222,27 @@ class Route:
 
 
 class LegacyPort:
-    """What the legacy manager holds in its connection list for a route."""
+    """The sends of the app's code on a route's socket, routed by the route's stage."""
 
     __slots__ = ("route",)
 
     def __init__(self, route: Route) -> None:
         self.route = route
 
+    def install(self, websocket: Any) -> None:
+        """Replace the socket's ``accept``/``send_json``/``send_text`` by this port's."""
+        websocket.accept = self.accept
+        websocket.send_json = self.send_json
+        websocket.send_text = self.send_text
+
     async def accept(self, *args: Any, **kwargs: Any) -> None:
         """The shim accepted the real socket already."""
 
     async def send_json(self, data: Any, mode: str = "text") -> None:
         route = self.route
+        direct = route.send_direct
+        if direct is not None and route.new_mode is not Mode.OFF and not IN_DUAL_WRITE.get():
+            await direct(route, data)
         if route.legacy_mode is Mode.DELIVER:
             try:
                 if route.format is WireFormat.LEGACY and mode == "text":
@@ -210,12 +268,28 @@ class LegacyPort:
 
     async def send_text(self, data: str) -> None:
         route = self.route
+        sent = SentText(data)
+        direct = route.send_direct
+        if direct is not None and route.new_mode is not Mode.OFF and not IN_DUAL_WRITE.get():
+            await direct(route, sent)
         if route.legacy_mode is Mode.DELIVER:
-            await route.socket.send_text(data)
-
-    async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        if self.route.legacy_mode is Mode.DELIVER:
-            await self.route.socket.close(code, reason)
+            try:
+                if route.format is WireFormat.LEGACY:
+                    write_now = route.write_now
+                    if write_now is None or not write_now(data):
+                        await route.socket.send_text(data)
+                else:
+                    text = route.render_envelope(sent)
+                    if text is not None:
+                        await route.socket.send_text(text)
+            except Exception:
+                route.counters.legacy_failed += 1
+                raise
+            route.counters.legacy_sent += 1
+            if route.comparing:
+                route.record(route, Side.LEGACY, sent)
+        elif route.legacy_mode is Mode.RECORD:
+            route.record(route, Side.LEGACY, sent)
 
 
 class ServicePort:

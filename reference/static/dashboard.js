@@ -154,7 +154,13 @@ function onState(state, detail) {
 
 const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${endpoint}`;
 // With authentication on, open the page as /#token=<JWT>: the fragment never leaves the browser.
-const token = new URLSearchParams(location.hash.slice(1)).get("token");
+const fragment = new URLSearchParams(location.hash.slice(1));
+const token = fragment.get("token");
+// Stage buttons call /ops/stage, which needs the operator token (WS_MIGRATION_OPS_TOKEN):
+// open the page as /#ops_token=<token> (beside token=<JWT>: /#token=...&ops_token=...).
+// Without it the panel is read-only; its data comes from the public /api/migration.
+const opsToken = fragment.get("ops_token");
+const OPS_HINT = "changing stages needs the operator token: open this page as /#ops_token=<WS_MIGRATION_OPS_TOKEN>";
 const client = new WsClient(wsUrl, {topics: ["training", "models"], format, token, onMessage, onState});
 window.dashboardClient = client;
 setInterval(() => {
@@ -162,8 +168,8 @@ setInterval(() => {
   document.getElementById("gaps").textContent = client.gaps;
 }, 500);
 
-async function post(url, body) {
-  const response = await fetch(url, {method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify(body || {})});
+async function post(url, body, headers) {
+  const response = await fetch(url, {method: "POST", headers: {"content-type": "application/json", ...headers}, body: JSON.stringify(body || {})});
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status} ${await response.text()}`);
   return response.json();
 }
@@ -201,7 +207,9 @@ function stageButtons(tr, name) {
   for (const stage of STAGES) {
     const button = actions.appendChild(document.createElement("button"));
     button.textContent = stage;
-    button.onclick = () => post("/ops/stage", {endpoint: name, stage}).then(refreshMigration).catch(showError);
+    if (!opsToken) button.title = OPS_HINT;
+    button.onclick = () => post("/ops/stage", {endpoint: name, stage}, {authorization: `Bearer ${opsToken}`})
+      .then(refreshMigration).catch(showError);
     buttons[stage] = button;
   }
   return {buttons};
@@ -209,8 +217,8 @@ function stageButtons(tr, name) {
 
 async function refreshMigration() {
   try {
-    const response = await fetch("/ops/migration");
-    if (!response.ok) throw new Error(`/ops/migration: HTTP ${response.status}`);
+    const response = await fetch("/api/migration");
+    if (!response.ok) throw new Error(`/api/migration: HTTP ${response.status}`);
     const state = await response.json();
     const stages = document.querySelector("#stages tbody");
     for (const [name, info] of Object.entries(state.endpoints)) {
@@ -220,7 +228,7 @@ async function refreshMigration() {
       row.cells[2].textContent = String(info.clients.legacy);
       row.cells[3].textContent = String(info.clients.new);
       for (const [stage, button] of Object.entries(row.buttons)) {
-        button.disabled = stage === info.stage || !state.editable;
+        button.disabled = stage === info.stage || !state.editable || !opsToken;
       }
     }
     const diff = document.querySelector("#diff tbody");

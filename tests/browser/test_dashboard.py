@@ -23,6 +23,7 @@ import pytest
 from flags import FlagSettings
 from shim.stages import Stage
 from tests.reference.support import (
+    OPS_TOKEN,
     ROOT,
     Backend,
     copy_toggles,
@@ -137,7 +138,10 @@ async def test_dashboard_follows_flips_without_reload(browser: Browser, tmp_path
 
 
 async def run_dashboard_scenario(backend: Backend, toggles: Path, context: BrowserContext) -> None:
-    new_view = await View.open(await context.new_page(), "new", f"{backend.http_url}/")
+    # The stage buttons need the operator token, which the page reads from its fragment.
+    new_view = await View.open(
+        await context.new_page(), "new", f"{backend.http_url}/#ops_token={OPS_TOKEN}"
+    )
     old_view = await View.open(
         await context.new_page(), "legacy", f"{backend.http_url}/?client=legacy"
     )

@@ -46,6 +46,7 @@ from tests.support import UNIT, connect, running_server
 
 __all__ = [
     "ENDPOINTS",
+    "OPS_TOKEN",
     "ROOT",
     "Backend",
     "Client",
@@ -62,11 +63,17 @@ ROOT = Path(__file__).resolve().parents[2]
 FLAGS_SCRIPT = ROOT / "scripts" / "flags.py"
 ENDPOINTS = ("/ws", "/ws/training")
 ENVELOPE = [Subprotocol("envelope.v1")]
+#: The operator token of the served backend; :attr:`Backend.http` sends it.
+OPS_TOKEN = "test-ops-token-not-a-secret"
 
 
 def fast_settings(**overrides: Any) -> Settings:
-    """The backend's settings for tests: no autopilot, 50 ms epochs, no heartbeats."""
+    """The backend's settings for tests: no autopilot, 50 ms epochs, no heartbeats.
+
+    The operator endpoints take :data:`OPS_TOKEN`.
+    """
     values: dict[str, Any] = {
+        "ops_token": OPS_TOKEN,
         "autopilot_seconds": 0,
         "epoch_seconds": 0.05,
         "heartbeat_interval": None,
@@ -163,7 +170,10 @@ class Client:
 
 @dataclass
 class Backend:
-    """The reference app, served: its ws:// base URL and an httpx client on it."""
+    """The reference app, served: its ws:// base URL and an httpx client on it.
+
+    :attr:`http` sends ``Authorization: Bearer`` :data:`OPS_TOKEN` on every request.
+    """
 
     app: FastAPI
     ws_url: str
@@ -262,7 +272,11 @@ async def serve_reference(
     app = create_app(settings or fast_settings(), flag_settings)
     async with (
         running_server(app) as url,
-        httpx.AsyncClient(base_url="http" + url.removeprefix("ws"), timeout=10) as http,
+        httpx.AsyncClient(
+            base_url="http" + url.removeprefix("ws"),
+            timeout=10,
+            headers={"authorization": f"Bearer {OPS_TOKEN}"},
+        ) as http,
     ):
         backend = Backend(app, url, http, flag_settings)
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from flags import read_document, set_endpoint_stage, write_document
@@ -110,3 +111,19 @@ async def test_readyz_and_healthz(backend: Backend) -> None:
     assert answer.status_code == 200 and answer.json() == {"broker": "up"}
     answer = await backend.http.get("/healthz")
     assert answer.status_code == 200
+
+
+async def test_operator_endpoints_need_the_token_and_the_dashboard_feed_does_not(
+    backend: Backend,
+) -> None:
+    async with httpx.AsyncClient(base_url=backend.http_url, timeout=10) as anonymous:
+        for path in ("/ops/migration", "/ops/diff", "/ops/diff/report", "/ops/stats", "/metrics"):
+            answer = await anonymous.get(path)
+            assert answer.status_code == 401, path
+            assert answer.headers["www-authenticate"] == "Bearer"
+        answer = await anonymous.post("/ops/stage", json={"endpoint": "/ws", "stage": "new"})
+        assert answer.status_code == 401
+        feed = await anonymous.get("/api/migration")
+        assert feed.status_code == 200
+        assert set(feed.json()) == {"endpoints", "diff", "editable", "flags_mode", "last_reroute"}
+    assert backend.stages() <= {Stage.LEGACY}

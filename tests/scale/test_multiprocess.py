@@ -27,6 +27,7 @@ from websockets.typing import Subprotocol
 
 from flags import read_document, set_endpoint_stage, write_document
 from shim.stages import Stage
+from tests.reference.support import OPS_TOKEN
 from tests.support import UNIT, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
@@ -78,6 +79,7 @@ def two_servers(tmp_path: Path, stage: Stage, workers: tuple[int, int]) -> Itera
         "FLAGS_FILE": str(toggles),
         "TRAINING_AUTOPILOT_SECONDS": "0",
         "LOG_LEVEL": "warning",
+        "WS_MIGRATION_OPS_TOKEN": OPS_TOKEN,
     }
     ports = [free_port(), free_port()]
     processes = [start_server(port, env, n) for port, n in zip(ports, workers, strict=True)]
@@ -182,7 +184,8 @@ async def test_shadow_across_processes_reports_worker_local_legacy_as_expected(
     old_there = await connect(f"ws://127.0.0.1:{there}/ws")
     try:
         await asyncio.sleep(0.5 * UNIT)
-        async with httpx.AsyncClient() as http:
+        ops = {"authorization": f"Bearer {OPS_TOKEN}"}
+        async with httpx.AsyncClient(headers=ops) as http:
             answer = await http.post(f"http://127.0.0.1:{here}/api/models", json={"name": "m"})
             assert answer.status_code == 200
             got = orjson.loads(await asyncio.wait_for(old_here.recv(), 5 * UNIT))

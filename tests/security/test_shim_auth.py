@@ -21,6 +21,7 @@ from websockets.typing import Subprotocol
 
 from legacy.catalogue import CATALOGUE
 from service import JWTAuthenticator, WebSocketService
+from service.messages import type_name
 from shim.manager import CompatWebSocketManager
 from shim.stages import FixedStages, Stage
 from shim.translate import Translator
@@ -119,7 +120,7 @@ async def test_expiry_and_refresh_through_the_shim_for_both_formats(stage: Stage
         await manager.broadcast(item.fresh())
         assert await next_text(refreshing_old) == item.payload
         event = await receive_json(refreshing_new)
-        assert event["type"] == translator.to_standard(item.fresh()).message.type.value
+        assert event["type"] == type_name(translator.to_standard(item.fresh()).message.type)
         await refreshing_old.send("hello")
         assert await asyncio.wait_for(refreshing_old.recv(), 2 * UNIT) == "echo: hello"
         await refreshing_new.send("hello")

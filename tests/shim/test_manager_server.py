@@ -17,6 +17,7 @@ from websockets.typing import Subprotocol
 from legacy import producers
 from legacy.catalogue import CATALOGUE
 from service import MessageType, WebSocketMessage, WebSocketService
+from service.messages import type_name
 from shim.diff import DiffConfig, Differ, MismatchKind
 from shim.manager import CompatWebSocketManager
 from shim.stages import FixedStages, Stage
@@ -132,7 +133,7 @@ async def test_every_stage_delivers_each_event_once_in_each_clients_format(stage
 
         new_frames = await drain(new, len(CATALOGUE) + 1)
         expected_types = [
-            translator.to_standard(item.fresh()).message.type.value for item in CATALOGUE
+            type_name(translator.to_standard(item.fresh()).message.type) for item in CATALOGUE
         ]
         assert [f["type"] for f in new_frames] == [*expected_types, "training_progress"]
         assert new_frames[-1]["data"]["session_id"] == "s-1"
@@ -206,6 +207,7 @@ async def test_envelope_client_protocol_works_through_the_legacy_endpoint() -> N
             "type": "custom",
             "data": {"text": "echo: hello"},
             "timestamp": echo["timestamp"],
+            "topic": "custom",
         }
 
 
@@ -213,7 +215,7 @@ async def test_the_differ_catches_a_broken_rule_and_a_missing_subscription() -> 
     broken = Translator()
     original = broken.to_legacy
 
-    def lossy_to_legacy(message: Any) -> dict[str, Any] | None:
+    def lossy_to_legacy(message: Any) -> Any:
         payload = original(message)
         if payload is not None and payload.get("type") == "training_update":
             payload = {**payload, "progress": 0.0}  # the bug: progress lost on the way back

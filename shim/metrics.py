@@ -1,5 +1,8 @@
 """Prometheus metrics for ``/metrics``, read from ``stats()`` at scrape time.
 
+Used by :func:`shim.ops.migration_router`; apps that serve metrics their own way
+can register :class:`MigrationCollector` in their own registry.
+
 Nothing here runs on the delivery path: a custom collector turns the service's and
 the shim's counters into metric families when Prometheus scrapes.
 """
@@ -99,6 +102,7 @@ class MigrationCollector(Collector):
 
 
 def make_registry(collector: MigrationCollector) -> CollectorRegistry:
+    """A registry holding only ``collector`` (no process or platform collectors)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     return registry
