@@ -369,7 +369,7 @@ class _Player:
         self.sockets[spec.id] = socket
         await self.manager.connect(socket)
         for route in self.manager.routes():
-            if route.socket is socket:
+            if route.websocket is socket:
                 self.names[route.connection_id] = spec.id
         if spec.subscribe:
             # As a real client does: subscribe frames, answered by the shim's
