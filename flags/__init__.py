@@ -9,14 +9,23 @@ decider::
     ...
     await decider.stop()
 
-Modules: ``config`` (settings, environment), ``toggles`` (the client-features
-document and its validation), ``edit`` (stage and kill-switch edits, Unleash
-import format), ``files`` (atomic write, change detection), ``resolve`` (the
-precedence: override > kill switch > variant > default), ``client`` (building
-the UnleashClient), ``provider`` (the decider), ``status`` (stage split).
+Modules: ``config`` (settings, environment, the default toggles path),
+``toggles`` (the client-features document and its validation), ``edit`` (stage
+and kill-switch edits, Unleash import format), ``files`` (atomic write, creation
+from the packaged document, change detection), ``resolve`` (the precedence:
+override > kill switch > variant > default), ``client`` (building the
+UnleashClient), ``provider`` (the decider), ``status`` (stage split), ``cli``
+(the ``ws-migration flags`` command).
 """
 
-from .config import DEFAULT_TOGGLES_FILE, FlagSettings
+from .config import (
+    DEFAULT_TOGGLES_FILE,
+    PACKAGED_TOGGLES_FILE,
+    TOGGLES_ENV,
+    TOGGLES_FILENAME,
+    FlagSettings,
+    default_toggles_path,
+)
 from .edit import (
     Rule,
     default_document,
@@ -27,7 +36,7 @@ from .edit import (
     to_import_format,
 )
 from .errors import FlagsConfigError, FlagsError, ToggleEditError, ToggleFileError
-from .files import FileWatch, read_document, write_document
+from .files import FileWatch, create_if_missing, read_document, write_document
 from .provider import UnleashStageDecider
 from .resolve import resolve_stage, sample_rate_of
 from .status import StageSplit, effective_stages
@@ -46,7 +55,10 @@ __all__ = [
     "DEFAULT_TOGGLES_FILE",
     "ENDPOINT_FIELD",
     "KILL_SWITCH_TOGGLE",
+    "PACKAGED_TOGGLES_FILE",
     "STAGE_TOGGLE",
+    "TOGGLES_ENV",
+    "TOGGLES_FILENAME",
     "FileWatch",
     "FlagSettings",
     "FlagsConfigError",
@@ -57,7 +69,9 @@ __all__ = [
     "ToggleFileError",
     "UnleashStageDecider",
     "check_document",
+    "create_if_missing",
     "default_document",
+    "default_toggles_path",
     "effective_stages",
     "endpoint_rules",
     "kill_switch_on",

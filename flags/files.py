@@ -18,7 +18,7 @@ from typing import Any
 from .errors import ToggleFileError
 from .toggles import STAGE_TOGGLE, parse_document
 
-__all__ = ["FileWatch", "read_document", "write_document"]
+__all__ = ["FileWatch", "create_if_missing", "read_document", "write_document"]
 
 
 def read_document(path: Path, *, stage_toggle: str = STAGE_TOGGLE) -> dict[str, Any]:
@@ -57,6 +57,35 @@ def write_document(path: Path, doc: Mapping[str, Any], *, stage_toggle: str = ST
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def create_if_missing(path: Path, seed: Path) -> bool:
+    """Copy ``seed`` to ``path`` unless ``path`` exists; True when it created it.
+
+    Never replaces an existing file, even one created concurrently (by another
+    worker or the operator command): the copy goes to a temporary file that is
+    hard-linked into place, which fails when the name is taken, so a watcher
+    never sees half a file. Raises ``OSError`` when ``seed`` cannot be read or
+    the folder is not writable.
+    """
+    if path.exists():
+        return False
+    raw = seed.read_bytes()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(raw)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 class FileWatch:

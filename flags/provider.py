@@ -29,10 +29,10 @@ from UnleashClient.events import BaseEvent, UnleashEventType, UnleashFetchedEven
 from shim.stages import ChangeListener, RoutingDecision
 
 from .client import PollingCache, QuietPollFailures, embedded_client, server_client
-from .config import FlagSettings
+from .config import PACKAGED_TOGGLES_FILE, FlagSettings
 from .edit import kill_switch_on
 from .errors import ToggleFileError
-from .files import FileWatch
+from .files import FileWatch, create_if_missing
 from .resolve import resolve_stage
 from .status import StageSplit, effective_stages
 from .toggles import check_document, parse_document, toggles_digest
@@ -131,11 +131,16 @@ class UnleashStageDecider:
         Embedded: returns once the file is loaded (or rejected, which is logged).
         Server: returns after the first fetch, or after ``start_timeout`` seconds
         with the bootstrap toggles in force while the client keeps trying.
+        With ``settings.create_missing`` a missing toggles file is first created
+        from the packaged document (a failure to create it is logged; the file
+        is then reported missing as usual).
         Raises what ``UnleashClient.initialize_client`` raises for an unusable URL.
         """
         if self._loop is not None:
             return
         self._loop = asyncio.get_running_loop()
+        if self.settings.create_missing:
+            await asyncio.to_thread(self._create_missing)
         if self.settings.mode == "server":
             try:
                 await self._start_server()
@@ -170,6 +175,14 @@ class UnleashStageDecider:
     ) -> dict[str, StageSplit]:
         """The stage split per endpoint over ``sample_keys`` synthetic connections."""
         return effective_stages(self, endpoints, sample_keys=sample_keys)
+
+    def _create_missing(self) -> None:
+        path = self.settings.toggles_file
+        try:
+            if create_if_missing(path, PACKAGED_TOGGLES_FILE):
+                _log.info("flags_file_created", path=str(path), seed=str(PACKAGED_TOGGLES_FILE))
+        except OSError as exc:
+            _log.warning("flags_file_not_created", path=str(path), error=str(exc))
 
     # -- embedded mode -------------------------------------------------------------
 

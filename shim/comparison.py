@@ -1,8 +1,10 @@
 """Many scenarios in several stages, and the outcome as text, JSON, JUnit and Markdown.
 
 :func:`compare` replays every scenario in every compared stage (see
-:mod:`shim.replay`); :class:`Comparison` renders the result for people (a summary
-table, then each unexpected mismatch with both payloads) and for CI.
+:mod:`shim.replay`) and checks that every legacy payload survives the
+translation round trip (:mod:`shim.roundtrip`); :class:`Comparison` renders the
+result for people (a summary table, then each unexpected mismatch with both
+payloads) and for CI.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from typing import Any
 from xml.etree import ElementTree
 
 from .replay import COMPARED_STAGES, RunResult, _dumps, replay
+from .roundtrip import RoundTripFailure, check_round_trip
 from .scenario import Scenario
 from .stages import Stage
-from .translate import TranslationRule
+from .translate import TranslationRule, Translator
 
 __all__ = ["Comparison", "ScenarioRuns", "compare"]
 
@@ -46,9 +49,10 @@ async def compare(
     rules: Sequence[TranslationRule] | None = None,
     progress: Progress | None = None,
 ) -> Comparison:
-    """Replay every ``(source, scenario)`` in every stage, in order.
+    """Replay every ``(source, scenario)`` in every stage, in order, then check round trips.
 
-    ``progress(done, total, runs)`` is called after each scenario.
+    ``rules`` replaces the default translation rules in every replay and in the
+    round-trip check. ``progress(done, total, runs)`` is called after each scenario.
     """
     results: list[ScenarioRuns] = []
     for number, (source, scenario) in enumerate(scenarios, start=1):
@@ -58,14 +62,19 @@ async def compare(
         results.append(runs)
         if progress is not None:
             progress(number, len(scenarios), runs)
-    return Comparison(results)
+    return Comparison(results, check_round_trip(scenarios, Translator(rules=rules)))
 
 
 @dataclass
 class Comparison:
-    """The outcome of :func:`compare`, with its text, JSON, JUnit and Markdown forms."""
+    """The outcome of :func:`compare`, with its text, JSON, JUnit and Markdown forms.
+
+    ``round_trip`` lists the legacy payloads that do not come back unchanged
+    from ``to_legacy(to_standard(p).message)``; any of them fails the comparison.
+    """
 
     results: list[ScenarioRuns]
+    round_trip: list[RoundTripFailure] = field(default_factory=list)
 
     @property
     def runs(self) -> list[RunResult]:
@@ -81,18 +90,22 @@ class Comparison:
 
     @property
     def ok(self) -> bool:
-        """True when no run has an unexpected mismatch or a duplicate delivery."""
-        return not any(run.failed for run in self.runs)
+        """True when no run has an unexpected mismatch or a duplicate delivery, and
+        every payload survives the round trip."""
+        return not self.round_trip and not any(run.failed for run in self.runs)
 
     def verdict(self) -> str:
         runs = len(self.runs)
         if self.ok:
             return f"OK: {runs} run(s), no unexpected mismatch, no duplicate delivery"
         failed = sum(1 for run in self.runs if run.failed)
-        return (
+        verdict = (
             f"FAILED: {failed} of {runs} run(s): {self.unexpected_total} unexpected"
             f" mismatch(es), {self.duplicates_total} duplicate delivery(ies)"
         )
+        if self.round_trip:
+            verdict += f"; {len(self.round_trip)} payload(s) fail the translation round trip"
+        return verdict
 
     def summary_table(self) -> str:
         """A fixed-width table: one row per scenario and stage."""
@@ -124,13 +137,25 @@ class Comparison:
                     f" mismatch(es), {len(run.duplicates)} duplicate(s)"
                 )
                 sections.append(header + "\n" + run.failure_text(limit=limit))
+        if self.round_trip:
+            sections.append(self.round_trip_text(limit=limit))
         return "\n\n".join(sections)
+
+    def round_trip_text(self, *, limit: int | None = 50) -> str:
+        """The payloads that fail the round trip, one line each: rule, path, both values."""
+        shown = self.round_trip if limit is None else self.round_trip[:limit]
+        lines = [f"== translation round trip: {len(self.round_trip)} payload(s) changed"]
+        lines += [f"  {failure.describe()}" for failure in shown]
+        if len(shown) < len(self.round_trip):
+            lines.append(f"  ... and {len(self.round_trip) - len(shown)} more")
+        return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "unexpected_total": self.unexpected_total,
             "duplicates_total": self.duplicates_total,
+            "round_trip": [failure.to_dict() for failure in self.round_trip],
             "scenarios": [
                 {
                     "name": result.scenario.name,
@@ -198,6 +223,9 @@ class Comparison:
             if run.duplicates:
                 lines += ["", "### Duplicate deliveries", ""]
                 lines += [f"- {duplicate.describe()}" for duplicate in run.duplicates]
+        if self.round_trip:
+            lines += ["", "## Translation round trip", ""]
+            lines += [f"- `{failure.describe()}`" for failure in self.round_trip]
         return "\n".join(lines) + "\n"
 
 

@@ -4,17 +4,38 @@ from pathlib import Path
 
 import pytest
 
-from flags import DEFAULT_TOGGLES_FILE, FlagsConfigError, FlagSettings
+from flags import (
+    PACKAGED_TOGGLES_FILE,
+    FlagsConfigError,
+    FlagSettings,
+    default_toggles_path,
+)
 from shim.stages import Stage
 
 
-def test_defaults_are_embedded_with_the_shipped_file() -> None:
+def test_defaults_are_embedded_with_a_file_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     settings = FlagSettings.from_env({})
     assert settings.mode == "embedded"
-    assert settings.toggles_file == DEFAULT_TOGGLES_FILE
-    assert DEFAULT_TOGGLES_FILE.is_file()
+    # Never the packaged copy: an installed app would read site-packages' file.
+    assert settings.toggles_file == tmp_path / "ws-migration-toggles.json"
+    assert settings.create_missing
+    assert PACKAGED_TOGGLES_FILE.is_file()
     assert settings.force_stage is None
     assert settings.refresh_interval == 5
+
+
+def test_the_toggles_variable_beats_the_older_name_and_the_cwd(tmp_path: Path) -> None:
+    both = {"WS_MIGRATION_TOGGLES": "/tmp/a.json", "FLAGS_FILE": "/tmp/b.json"}
+    assert default_toggles_path(both) == Path("/tmp/a.json")
+    assert default_toggles_path({"FLAGS_FILE": "/tmp/b.json"}) == Path("/tmp/b.json")
+    assert FlagSettings.from_env(both).toggles_file == Path("/tmp/a.json")
+
+
+def test_keyword_settings_do_not_create_a_missing_file() -> None:
+    assert not FlagSettings().create_missing
 
 
 def test_from_env_reads_every_variable() -> None:

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from flags import (
+    PACKAGED_TOGGLES_FILE,
     FileWatch,
     ToggleFileError,
+    create_if_missing,
     default_document,
     read_document,
     set_kill_switch,
@@ -59,3 +61,13 @@ def test_watch_raises_while_the_file_is_missing(tmp_path: Path) -> None:
         watch.poll()
     path.write_text("{}")
     assert watch.poll() == b"{}"
+
+
+def test_create_if_missing_copies_the_seed_once_and_never_replaces(tmp_path: Path) -> None:
+    path = tmp_path / "ws-migration-toggles.json"
+    assert create_if_missing(path, PACKAGED_TOGGLES_FILE)
+    assert path.read_bytes() == PACKAGED_TOGGLES_FILE.read_bytes()
+    path.write_text("{}")
+    assert not create_if_missing(path, PACKAGED_TOGGLES_FILE)
+    assert path.read_text() == "{}"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp left over

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from flags import (
+    PACKAGED_TOGGLES_FILE,
     FlagSettings,
     UnleashStageDecider,
     default_document,
@@ -225,3 +226,14 @@ async def _until(condition: Any, timeout: float = 2.0) -> None:
     async with asyncio.timeout(timeout * UNIT):
         while not condition():
             await asyncio.sleep(0.02)
+
+
+async def test_create_missing_seeds_the_file_from_the_packaged_document(tmp_path: Path) -> None:
+    path = tmp_path / "ws-migration-toggles.json"
+    with capture_flag_logs() as logs:
+        async with decider_for(path, create_missing=True) as decider:
+            assert decide(decider, "/ws", "k") is Stage.LEGACY
+    assert path.read_bytes() == PACKAGED_TOGGLES_FILE.read_bytes()
+    assert [e["event"] for e in logs if e["event"].startswith("flags_file")] == [
+        "flags_file_created"
+    ]

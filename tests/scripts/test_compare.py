@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from flags import DEFAULT_TOGGLES_FILE, FlagSettings
+from flags import PACKAGED_TOGGLES_FILE, FlagSettings
 from reference.app import create_app
 from reference.config import Settings
 from shim.replay import COMPARED_STAGES, broken_value, replay
@@ -114,7 +114,7 @@ def test_usage_errors_exit_2(args: tuple[str, ...], message: str) -> None:
 @pytest.mark.integration
 async def test_recording_a_running_reference_backend_replays_clean(tmp_path: Path) -> None:
     toggles = tmp_path / "toggles.json"
-    shutil.copyfile(DEFAULT_TOGGLES_FILE, toggles)
+    shutil.copyfile(PACKAGED_TOGGLES_FILE, toggles)
     app = create_app(
         Settings(autopilot_seconds=0, epoch_seconds=0.05, heartbeat_interval=None),
         FlagSettings(toggles_file=toggles),
