@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .directsend import (
     DirectSendMiddleware,
+    abort_connection,
     direct_writer,
     enable_direct_send,
     forget_handshake,
@@ -120,6 +121,10 @@ class AsgiTransport:
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
         await self._websocket.close(code, reason)
+
+    def abort(self) -> bool:
+        """Drop the TCP connection (a close that timed out); False if the server cannot."""
+        return abort_connection(self._websocket.scope)
 
 
 class ServiceEndpoint:

@@ -16,6 +16,7 @@ import asyncio
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -301,8 +302,9 @@ class Connection:
     async def close(self, code: int, reason: str, *, timeout: float) -> None:
         """Mark closed, stop writing and send a close frame, giving up after ``timeout``.
 
-        A stalled client cannot take even the close frame; then the server's own
-        keepalive ends the TCP connection later, and nothing here waits for it.
+        A stalled client cannot take even the close frame: after ``timeout`` the
+        transport's ``abort()`` (if it has one) drops the TCP connection, so the
+        socket and its buffers go now, not when the server's keepalive gives up.
         """
         self.closed = True
         self._queue.clear()
@@ -311,6 +313,9 @@ class Connection:
         try:
             await asyncio.wait_for(self.transport.close(code, reason), timeout)
         except TimeoutError:
-            pass
+            abort = getattr(self.transport, "abort", None)
+            if abort is not None:
+                with suppress(Exception):
+                    abort()
         except Exception:  # the socket may already be gone
             pass

@@ -25,8 +25,10 @@ other server, or another uvicorn ``--ws`` implementation, nothing changes.
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from contextlib import suppress
 from functools import partial
 from typing import Any
 
@@ -43,6 +45,7 @@ else:
 __all__ = [
     "SCOPE_KEY",
     "DirectSendMiddleware",
+    "abort_connection",
     "direct_protocol",
     "direct_writer",
     "enable_direct_send",
@@ -111,6 +114,27 @@ def direct_writer(websocket: Any) -> Callable[[str], bool] | None:
 def direct_protocol(scope: MutableMapping[str, Any]) -> Any | None:
     """uvicorn's protocol object for this WebSocket, if the middleware found one."""
     return scope.get(SCOPE_KEY)
+
+
+def abort_connection(scope: Mapping[str, Any]) -> bool:
+    """Drop the TCP connection under this WebSocket at once; False if it cannot.
+
+    For a client that stopped reading: it cannot take even a close frame, and
+    without this its socket and buffers stay until the server's keepalive gives
+    up (20 s or more), or forever with keepalive off.
+    """
+    protocol = scope.get(SCOPE_KEY) if isinstance(scope, Mapping) else None
+    transport = None if protocol is None else getattr(protocol, "transport", None)
+    if transport is None:
+        return False
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # Linger 0: the kernel answers with a reset and frees the unsent bytes now,
+        # instead of keeping an orphan socket probing a zero window for minutes.
+        with suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    return True
 
 
 def forget_handshake(scope: Mapping[str, Any]) -> None:

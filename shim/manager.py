@@ -50,7 +50,7 @@ from legacy.manager import WebSocketManager
 from service import MessageType, WebSocketMessage, WebSocketService
 from service.auth import AUTH_MESSAGE_TYPE, MAX_AUTH_MESSAGE_SIZE
 from service.brokers import MemoryBroker
-from service.directsend import direct_writer, forget_handshake
+from service.directsend import abort_connection, direct_writer, forget_handshake
 from service.errors import (
     CloseCode,
     ConnectionRefused,
@@ -125,6 +125,12 @@ class _AccessPort(ServicePort):
     def scope(self) -> Any:
         """The client socket's ASGI scope, for an authenticator verifying an ``auth`` refresh."""
         return getattr(self.route.socket, "scope", None)
+
+    def abort(self) -> bool:
+        """A close that timed out on the client's socket: drop its TCP connection."""
+        if self.route.new_mode is not Mode.DELIVER:
+            return False
+        return abort_connection(_scope(self.route.websocket))
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
         if code == CloseCode.POLICY_VIOLATION:

@@ -669,19 +669,38 @@ def _backward(
         if found:
             mapped.append((spec.legacy, value if spec.backward is None else spec.backward(value)))
     payload = {k: v for k, v in rule._legacy_constants.items() if k not in omitted}
-    if rule.timestamp_field is not None and rule.timestamp_field not in omitted:
-        _set_path(payload, _path(rule.timestamp_field), stamp)
     # Unmapped keys win over a constant or the envelope timestamp: that is how a
     # differing constant or a non-string timestamp comes back.
     payload.update(leftover)
     payload.update(extra)
+    if rule.timestamp_field is not None and rule.timestamp_field not in omitted:
+        stamp_path = _path(rule.timestamp_field)
+        if not _has_path(payload, stamp_path):  # merged beside its unmapped siblings
+            _set_path(payload, stamp_path, stamp)
     collisions = sum(_set_path(payload, path, value) for path, value in mapped)
     if rule.discriminator is not None:
         key, value = rule.discriminator
         if not _same(payload.get(key), value):
             collisions += 1
             payload[key] = value
+    if rule.sample is not None:
+        payload = _ordered_like(payload, rule.sample)
     return payload, collisions
+
+
+def _ordered_like(value: dict[str, Any], template: Mapping[str, Any]) -> dict[str, Any]:
+    """``value`` with its keys in the order the rule's sample has them, nested too.
+
+    Old clients then get the frame byte for byte as the app wrote it (JSON text
+    keeps insertion order); keys the sample lacks follow in their own order.
+    """
+    ordered: dict[str, Any] = {}
+    for key in (*(k for k in template if k in value), *(k for k in value if k not in template)):
+        item, shape = value[key], template.get(key)
+        if isinstance(item, dict) and isinstance(shape, Mapping):
+            item = _ordered_like(item, shape)
+        ordered[key] = item
+    return ordered
 
 
 # -- small helpers --------------------------------------------------------------------------
