@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from .errors import CloseCode
 
-__all__ = ["Connection", "OverflowPolicy", "SendLimits", "Transport"]
+__all__ = ["Connection", "FeedConnection", "OverflowPolicy", "SendLimits", "Transport"]
 
 
 class Transport(Protocol):
@@ -198,14 +198,19 @@ class Connection:
             kept = [text for text in self._queue if keep(text)]
             self._queue = deque(kept)
             self._queued_chars = sum(len(text) for text in kept)
-        for text in reversed(first):
+        for text in reversed([text for text in first if self.accepts(text)]):
             self._queue.appendleft(text)
             self._queued_chars += len(text)
         while self._queue and self._writer is None and not self.closed:
             text = self._queue.popleft()
             self._queued_chars -= len(text)
-            self.deliver(text)  # a send that suspends becomes the writer for the rest
+            # Already accepted when queued; a send that suspends becomes the writer.
+            Connection.deliver(self, text)
         self._drop_queue_if_idle()
+
+    def accepts(self, text: str) -> bool:
+        """Whether the service's own frames reach this socket (see :class:`FeedConnection`)."""
+        return True
 
     def _send_awaitable(self, text: str) -> None:
         try:
@@ -319,3 +324,37 @@ class Connection:
                     abort()
         except Exception:  # the socket may already be gone
             pass
+
+
+class FeedConnection(Connection):
+    """A connection whose socket another sender feeds too, through the same writer.
+
+    The migration shim attaches each client socket to the legacy manager and to
+    the service; both must write through one bounded writer (one queue, one
+    overflow policy, one order). The service's frames pass ``accepts`` first (the
+    shim's stage: deliver, record only, or nothing), decided when a frame is
+    queued, never when it is written, so a stage flip never drops or repeats what
+    is queued. :meth:`feed` is the other side's entry: the same queue, unfiltered.
+    """
+
+    __slots__ = ("_accepts",)
+
+    def __init__(
+        self, connection_id: str, transport: Transport, *, accepts: Callable[[str], bool], **kw: Any
+    ) -> None:
+        super().__init__(connection_id, transport, **kw)
+        self._accepts = accepts
+
+    def accepts(self, text: str) -> bool:
+        return self._accepts(text)
+
+    def deliver(self, text: str) -> None:
+        if self._accepts(text):
+            Connection.deliver(self, text)
+
+    def feed(self, text: str) -> bool:
+        """Queue ``text`` from the other sender; False (nothing queued) once closed."""
+        if self.closed:
+            return False
+        Connection.deliver(self, text)
+        return True

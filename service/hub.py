@@ -39,7 +39,7 @@ from .auth import (
     default_principal_key,
 )
 from .brokers import Broker, Publication, from_url
-from .connection import Connection, SendLimits, Transport
+from .connection import Connection, FeedConnection, SendLimits, Transport
 from .errors import (
     AuthenticationFailed,
     CloseCode,
@@ -641,8 +641,13 @@ class WebSocketService:
         subprotocol: str | None = None,
         admission: Admission | None = None,
         transport: Transport | None = None,
+        accepts: Callable[[str], bool] | None = None,
     ) -> str:
         """Register a socket and return its new connection id.
+
+        ``accepts`` makes it a :class:`~service.connection.FeedConnection`: the
+        service's frames for it pass that filter, and another sender (the
+        migration shim's legacy side) feeds the same bounded writer.
 
         ``transport`` sends the frames when given (``websocket`` is then only
         accepted, checked and closed); ``service.asgi`` passes one that skips
@@ -683,15 +688,19 @@ class WebSocketService:
         private = public
         if admission.principal is not None:
             private = {**public, PRINCIPAL_KEY: admission.principal}
-        connection = Connection(
-            connection_id,
-            websocket if transport is None else transport,
-            metadata=private,
-            limits=self.send_limits,
-            on_dead=self._on_dead,
-            last_seen=self._clock(),
-            codec=codec,
-            heartbeat=heartbeat and self.heartbeat is not None,
+        options: dict[str, Any] = {
+            "metadata": private,
+            "limits": self.send_limits,
+            "on_dead": self._on_dead,
+            "last_seen": self._clock(),
+            "codec": codec,
+            "heartbeat": heartbeat and self.heartbeat is not None,
+        }
+        sender = websocket if transport is None else transport
+        connection = (
+            Connection(connection_id, sender, **options)
+            if accepts is None
+            else FeedConnection(connection_id, sender, accepts=accepts, **options)
         )
         self._connections[connection_id] = connection
         if admission is not _OPEN:
@@ -1062,6 +1071,49 @@ class WebSocketService:
     def register_codec(self, name: str, codec: Codec) -> None:
         """Register a wire format for clients that do not speak the envelope."""
         self._codecs[name] = codec
+
+    async def screen_frame(
+        self, connection_id: str, data: str | bytes
+    ) -> tuple[bool, WebSocketMessage | None]:
+        """The rules every inbound frame passes, for frames the service does not parse.
+
+        Returns ``(process, reply)``: ``process`` is False when the frame must be
+        dropped, with ``reply`` the ``error`` to send the client, if any. As in
+        :meth:`handle_message`: an expired token closes 1008, persistent excess
+        over the rate limit closes 1008 (``rate_limited`` below that), and a frame
+        over ``max_message_size`` closes 1009 under the ``"close"`` policy
+        (``message_too_large`` under ``"error"``). The migration shim runs this on
+        every frame an endpoint receives, at every stage. Raises UnknownConnection.
+        """
+        connection = self.connection(connection_id)
+        if self._deadlines and self._expire_if_due(connection):
+            return False, None
+        now = connection.last_seen = self._clock()
+        self._counters["messages_received"] += 1
+        limiter = self._limiters.get(connection_id)
+        if limiter is not None:
+            verdict = limiter.check(now)
+            if verdict is RateVerdict.CLOSE:
+                await self._rate_limited(connection, verdict, data)
+                return False, None
+            if verdict is not RateVerdict.ALLOW:
+                self._counters["rate_limited"] += 1
+                error = ProtocolError(ErrorCode.RATE_LIMITED, "too many messages; slow down")
+                return False, error_message(error)
+        limit = self.max_message_size
+        if limit is not None and len(data) > limit:
+            if self.message_too_large is OversizePolicy.CLOSE:
+                self._counters["closed_too_big"] += 1
+                await self.disconnect(
+                    connection_id, code=CloseCode.MESSAGE_TOO_BIG, reason="message too big"
+                )
+                return False, None
+            self._counters["errors_sent"] += 1
+            error = ProtocolError(
+                ErrorCode.MESSAGE_TOO_LARGE, f"message exceeds the limit of {limit} bytes"
+            )
+            return False, error_message(error)
+        return True, None
 
     async def handle_message(self, connection_id: str, data: str | bytes) -> None:
         """Process one inbound frame of ``connection_id`` (the client protocol).

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import random
 import time
 from collections import Counter
@@ -45,14 +46,15 @@ from typing import Any
 import orjson
 import structlog
 from starlette.exceptions import WebSocketException
+from starlette.websockets import WebSocketDisconnect
 
 from legacy.manager import WebSocketManager
 from service import MessageType, WebSocketMessage, WebSocketService
 from service.auth import AUTH_MESSAGE_TYPE, MAX_AUTH_MESSAGE_SIZE
 from service.brokers import MemoryBroker
+from service.connection import FeedConnection
 from service.directsend import abort_connection, direct_writer, forget_handshake
 from service.errors import (
-    CloseCode,
     ConnectionRefused,
     ErrorCode,
     ProtocolError,
@@ -91,6 +93,9 @@ __all__ = ["LEGACY_CODEC", "CompatWebSocketManager"]
 
 LEGACY_CODEC = "legacy"
 
+#: Close code for a binary frame sent to an old-protocol endpoint that reads text.
+UNSUPPORTED_DATA = 1003
+
 _log = structlog.get_logger("shim")
 
 #: Set while the shim itself publishes into the service, so its publish hook does
@@ -111,12 +116,11 @@ _LEGACY_CONTROL_TYPES = frozenset({AUTH_MESSAGE_TYPE})
 
 
 class _AccessPort(ServicePort):
-    """The service port of a route, through which the service's access rules act.
+    """The service port of a route, through which the service's rules act at every stage.
 
-    A close for a policy violation (1008: the connection's token expired) reaches
-    the client's socket whatever the stage: authentication is the service's,
-    for both sides. Other closes (slow client, shutdown) only do so while the
-    service delivers, as for every service port.
+    The service's closes (token expired 1008, slow client 1013, message too big
+    1009, shutdown 1001) reach the client's socket whatever the stage: its one
+    writer, its access rules and its limits are the service's, for both sides.
     """
 
     __slots__ = ()
@@ -128,15 +132,7 @@ class _AccessPort(ServicePort):
 
     def abort(self) -> bool:
         """A close that timed out on the client's socket: drop its TCP connection."""
-        if self.route.new_mode is not Mode.DELIVER:
-            return False
         return abort_connection(_scope(self.route.websocket))
-
-    async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        if code == CloseCode.POLICY_VIOLATION:
-            await self.route.socket.close(code, reason)
-        else:
-            await super().close(code, reason)
 
 
 class _FlipGate:
@@ -236,8 +232,9 @@ class CompatWebSocketManager:
         self._cleanup: set[asyncio.Task[Any]] = set()
         self._canon_cache: dict[tuple[int, bool], tuple[object, dict[str, Any]]] = {}
         self._direct_cache: tuple[object, WebSocketMessage] | None = None
-        # The payload of the legacy broadcast in progress and its text, encoded once.
-        self._legacy_text: tuple[object, str | None] | None = None
+        # The payload of the legacy broadcast in progress, its text (encoded once)
+        # and its topic on the new side.
+        self._legacy_text: tuple[object, str | None, str] | None = None
         self._counters: Counter[str] = Counter()
         self.delivered = DeliveryCounters()
         self.last_reroute: dict[str, float] = {}
@@ -328,7 +325,12 @@ class CompatWebSocketManager:
             heartbeat=False,
             announce=False,
             admission=admission,
+            accepts=route.service_port.accepts,
         )
+        writer = self.service.connection(route.connection_id)
+        assert isinstance(writer, FeedConnection)
+        route.feed = writer.feed
+        route.topic_of = self._topic_of
         if wire_format is WireFormat.ENVELOPE:
             # First frame on the socket, before any event can be routed to it.
             hello = connection_established(
@@ -337,7 +339,7 @@ class CompatWebSocketManager:
                 metadata=metadata,
                 expires_at=self.service.expires_at(route.connection_id),
             )
-            await websocket.send_text(_dumps(hello.to_wire()))
+            route.feed(_dumps(hello.to_wire()))
             _intercept_control_frames(websocket, self, route, _CONTROL_TYPES)
         elif admission.principal is not None:
             _intercept_control_frames(websocket, self, route, _LEGACY_CONTROL_TYPES)
@@ -362,7 +364,8 @@ class CompatWebSocketManager:
                 forbidden.append(error)
         if wire_format is WireFormat.ENVELOPE:
             for refused in forbidden:
-                await route.socket.send_text(_dumps(error_message(refused).to_wire()))
+                route.feed(_dumps(error_message(refused).to_wire()))
+        route.forbidden = await self._forbidden_topics(route)
         self._ensure_background()
         _log.debug(
             "shim_connected",
@@ -394,19 +397,43 @@ class CompatWebSocketManager:
         self._spawn(self.service.disconnect(route.connection_id))
 
     async def _send_direct(self, route: Route, payload: object) -> None:
-        """The new side of a send the app made to one socket outside a broadcast.
+        """The new side of a send the app made to one socket outside a broadcast."""
+        with suppress(UnknownConnection):
+            await self.service.send(route.connection_id, self._direct_message(payload))
 
-        The same payload object sent to many sockets in a row (an app's own
-        ``broadcast_to_session`` loop) is translated once.
-        """
+    def _direct_message(self, payload: object) -> WebSocketMessage:
+        # The same payload object sent to many sockets in a row (an app's own
+        # ``broadcast_to_session`` loop) is translated once.
         cached = self._direct_cache
         if cached is not None and cached[0] is payload:
-            message = cached[1]
-        else:
-            message = self._standard_for(payload)
-            self._direct_cache = (payload, message)
-        with suppress(UnknownConnection):
-            await self.service.send(route.connection_id, message)
+            return cached[1]
+        message = self._standard_for(payload)
+        self._direct_cache = (payload, message)
+        return message
+
+    def _topic_of(self, payload: object) -> str:
+        """The topic ``payload`` has on the new side (for ``authorize`` on the legacy side)."""
+        current = self._legacy_text
+        if current is not None and current[0] is payload:
+            return current[2]
+        return self._direct_message(payload).topic or self.translator.untranslated_topic
+
+    async def _forbidden_topics(self, route: Route) -> frozenset[str]:
+        """The topics ``authorize`` keeps from this client: neither side delivers them."""
+        if self.service.authorize is None:
+            return frozenset()
+        topics = {
+            *self.translator.topics(),
+            self.translator.untranslated_topic,
+            *self.endpoint_topics.get(route.endpoint, ()),
+        }
+        forbidden = set()
+        for topic in sorted(topics):
+            try:
+                await self.service.check_access(route.connection_id, topic)
+            except ProtocolError:
+                forbidden.add(topic)
+        return frozenset(forbidden)
 
     def _standard_for(self, payload: object) -> WebSocketMessage:
         if isinstance(payload, SentText):
@@ -450,7 +477,7 @@ class CompatWebSocketManager:
             self._canon_cache.pop((id(message), old_client), None)
         standard, topic = self._to_standard(message)
         async with self._flip_gate().broadcast():
-            await self._legacy_broadcast(message)
+            await self._legacy_broadcast(message, topic)
             token = _FROM_SHIM.set(True)
             try:
                 await self.service.broadcast(standard, topic=topic)
@@ -493,11 +520,13 @@ class CompatWebSocketManager:
         wire = message.model_copy(update={"topic": topic}).to_wire()
         self._cached(payload, lambda: wire)
         async with self._flip_gate().broadcast():
-            await self._legacy_broadcast(payload)
+            await self._legacy_broadcast(
+                payload, topic or message.topic or self.translator.untranslated_topic
+            )
 
-    async def _legacy_broadcast(self, payload: Any) -> None:
+    async def _legacy_broadcast(self, payload: Any, topic: str) -> None:
         """The legacy manager's broadcast, with ``payload`` encoded once for all ports."""
-        self._legacy_text = (payload, None)
+        self._legacy_text = (payload, None, topic)
         token = IN_DUAL_WRITE.set(True)
         try:
             await self.legacy.broadcast(payload)
@@ -514,7 +543,7 @@ class CompatWebSocketManager:
         text = current[1]
         if text is None:
             text = starlette_json_text(payload)
-            self._legacy_text = (payload, text)
+            self._legacy_text = (payload, text, current[2])
         return text
 
     def _render_legacy(self, wire: dict[str, Any]) -> str | None:
@@ -784,13 +813,22 @@ def _dumps(value: Any) -> str:
 def _intercept_control_frames(
     websocket: Any, manager: CompatWebSocketManager, route: Route, types: frozenset[str]
 ) -> None:
-    """Answer a client's control frames of ``types`` without touching endpoint code.
+    """Apply the service's inbound rules to every frame, without touching endpoint code.
 
     The legacy endpoint keeps calling ``websocket.receive_text()``; this wraps the
-    socket's ``receive`` so that control frames (``subscribe``/``unsubscribe``/
-    ``ping``/``pong``/``auth`` for an envelope client, ``auth`` only for an old
-    one) are handled by the shim (replies, in the envelope, go straight to the
-    client whatever the stage) and every other frame reaches the endpoint as before.
+    socket's ``receive`` so that, at every stage:
+
+    - every frame passes the service's size policy and rate limit first
+      (:meth:`~service.hub.WebSocketService.screen_frame`): close 1009 for an
+      oversized frame, ``rate_limited`` (an envelope client is told) or close 1008;
+    - control frames of ``types`` (``subscribe``/``unsubscribe``/``ping``/``pong``/
+      ``auth`` for an envelope client, ``auth`` only for an old one) are answered
+      by the shim, in the envelope, through the client's one writer;
+    - a binary frame, which ``receive_text()`` cannot return, gets the documented
+      answer (:func:`_refuse_binary`) instead of a ``KeyError`` in the endpoint;
+    - the route goes when the socket does, whatever the endpoint's code does.
+
+    Every other frame reaches the endpoint as before.
     """
     original = getattr(websocket, "receive", None)
     if original is None:
@@ -799,15 +837,74 @@ def _intercept_control_frames(
     async def receive() -> Any:
         while True:
             message = await original()
-            if message.get("type") == "websocket.disconnect":
+            kind = message.get("type")
+            if kind == "websocket.disconnect":
                 manager._forget(route)  # the app may never call disconnect
                 return message
-            text = message.get("text") if message.get("type") == "websocket.receive" else None
-            if text is None or not _looks_like_control(text, types):
+            if kind != "websocket.receive":
                 return message
-            await _answer_control(manager, route, text)
+            text = message.get("text")
+            control = text is not None and _looks_like_control(text, types)
+            if control and route.new_mode is Mode.DELIVER and route.format is WireFormat.ENVELOPE:
+                await _answer_control(manager, route, text)  # the service screens it
+                continue
+            data = text if text is not None else message.get("bytes") or b""
+            try:
+                process, reply = await manager.service.screen_frame(route.connection_id, data)
+            except UnknownConnection:  # the service closed it: the socket is going
+                process, reply = True, None
+            if not process:
+                if reply is not None and route.format is WireFormat.ENVELOPE:
+                    _feed(route, reply)
+                continue
+            if control:
+                await _answer_control(manager, route, text)
+                continue
+            return message
+
+    async def receive_text() -> str:
+        while True:
+            message = await receive()
+            if message.get("type") == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+            text = message.get("text")
+            if text is not None:
+                return str(text)
+            await _refuse_binary(manager, route)
+
+    original_receive_json = getattr(websocket, "receive_json", None)
+
+    async def receive_json(mode: str = "text") -> Any:
+        if mode != "text" and original_receive_json is not None:
+            return await original_receive_json(mode)
+        return json.loads(await receive_text())
 
     websocket.receive = receive
+    if hasattr(websocket, "receive_text"):
+        websocket.receive_text = receive_text
+    if original_receive_json is not None:
+        websocket.receive_json = receive_json
+
+
+async def _refuse_binary(manager: CompatWebSocketManager, route: Route) -> None:
+    """A binary frame where the endpoint reads text: ``binary_not_supported`` for an
+    envelope client (the connection stays), close 1003 for an old-protocol one
+    (the endpoint sees the disconnect and runs its cleanup)."""
+    manager._counters["binary_refused"] += 1
+    if route.format is WireFormat.ENVELOPE:
+        detail = "send JSON as text frames, not binary"
+        _feed(route, error_message(ProtocolError(ErrorCode.BINARY_NOT_SUPPORTED, detail)))
+        return
+    await manager.service.disconnect(
+        route.connection_id, code=UNSUPPORTED_DATA, reason="binary frames are not supported"
+    )
+    manager._forget(route)
+    raise WebSocketDisconnect(UNSUPPORTED_DATA, "binary frames are not supported")
+
+
+def _feed(route: Route, message: WebSocketMessage) -> None:
+    if route.feed is not None:
+        route.feed(_dumps(message.to_wire()))
 
 
 def _looks_like_control(text: str, types: frozenset[str]) -> bool:
@@ -849,7 +946,6 @@ def _is_replay(route: Route, event: Mapping[str, Any]) -> bool:
 
 
 async def _answer_control(manager: CompatWebSocketManager, route: Route, text: str) -> None:
-    socket = route.socket
     if route.new_mode is Mode.DELIVER and route.format is WireFormat.ENVELOPE:
         # The service delivers to this client: it answers the frame itself, so a
         # subscribe with ``resume`` gets its replay and a positioned ack, in order.
@@ -885,4 +981,4 @@ async def _answer_control(manager: CompatWebSocketManager, route: Route, text: s
         reply = error_message(error)
     except UnknownConnection:
         return  # the service dropped it (its token expired): the socket is closing
-    await socket.send_text(_dumps(reply.to_wire()))
+    _feed(route, reply)

@@ -34,6 +34,7 @@ from .wire import WireFormat
 
 __all__ = [
     "IN_DUAL_WRITE",
+    "ClientGone",
     "ClientSocket",
     "DeliveryCounters",
     "LegacyPort",
@@ -138,6 +139,12 @@ def starlette_json_text(data: Any) -> str:
 
 
 Recorder = Callable[["Route", Side, object], None]
+
+
+def _no_topic(payload: object) -> str:
+    return ""
+
+
 LegacyRenderer = Callable[[Any], str | None]
 DirectSender = Callable[["Route", object], Awaitable[None]]
 
@@ -152,6 +159,8 @@ class Route:
         "decision",
         "encode_legacy",
         "endpoint",
+        "feed",
+        "forbidden",
         "format",
         "legacy_mode",
         "legacy_port",
@@ -164,6 +173,7 @@ class Route:
         "service_port",
         "socket",
         "stickiness_key",
+        "topic_of",
         "websocket",
         "write_now",
     )
@@ -206,10 +216,27 @@ class Route:
         self.replay_floors: dict[str, tuple[Any, int]] | None = None
         #: The new side's delivery of a payload the app sent to this socket alone.
         self.send_direct: DirectSender | None = None
+        #: The one writer's entry for frames not from the service (set on connect):
+        #: queues a text, False once the connection is closed.
+        self.feed: Callable[[str], bool] | None = None
+        #: Topics this client may not read (``authorize``), and the translated
+        #: topic of a payload, to keep those from it on the legacy side too.
+        self.forbidden: frozenset[str] = frozenset()
+        self.topic_of: Callable[[object], str] = _no_topic
 
     @property
     def stage(self) -> Stage:
         return self.decision.stage
+
+    def feed_legacy(self, text: str | None) -> None:
+        """Queue a legacy-side frame on the one writer; ClientGone once it is closed."""
+        if text is None:
+            return
+        feed = self.feed
+        if feed is None or not feed(text):
+            self.counters.legacy_failed += 1
+            raise ClientGone("the client's connection is closed")
+        self.counters.legacy_sent += 1
 
     def apply(self, decision: RoutingDecision, *, sampled: bool) -> bool:
         """Switch to ``decision``; return True when the stage or sampling changed."""
@@ -222,7 +249,14 @@ class Route:
 
 
 class LegacyPort:
-    """The sends of the app's code on a route's socket, routed by the route's stage."""
+    """The sends of the app's code on a route's socket, routed by the route's stage.
+
+    A delivered frame is queued on the route's one writer (:meth:`Route.feed`):
+    the app's manager never awaits the client's socket, so one client that stops
+    reading cannot hold up the app's loop over its sockets, and a full buffer
+    closes that client (1013) as the service would. A frame whose translated
+    topic the client may not read (``authorize``) reaches it from neither side.
+    """
 
     __slots__ = ("route",)
 
@@ -240,27 +274,20 @@ class LegacyPort:
 
     async def send_json(self, data: Any, mode: str = "text") -> None:
         route = self.route
+        if route.forbidden and route.topic_of(data) in route.forbidden:
+            return
         direct = route.send_direct
         if direct is not None and route.new_mode is not Mode.OFF and not IN_DUAL_WRITE.get():
             await direct(route, data)
         if route.legacy_mode is Mode.DELIVER:
-            try:
-                if route.format is WireFormat.LEGACY and mode == "text":
-                    # What Starlette's send_json sends, encoded once per broadcast.
-                    encoded = route.encode_legacy(data)
-                    write_now = route.write_now
-                    if write_now is None or not write_now(encoded):
-                        await route.socket.send_text(encoded)
-                elif route.format is WireFormat.LEGACY:
-                    await route.socket.send_json(data, mode)
-                else:
-                    text = route.render_envelope(data)
-                    if text is not None:
-                        await route.socket.send_text(text)
-            except Exception:
-                route.counters.legacy_failed += 1
-                raise
-            route.counters.legacy_sent += 1
+            if route.format is WireFormat.LEGACY and mode != "text":
+                await route.socket.send_json(data, mode)  # binary: not through the writer
+                route.counters.legacy_sent += 1
+            elif route.format is WireFormat.LEGACY:
+                # What Starlette's send_json sends, encoded once per broadcast.
+                route.feed_legacy(route.encode_legacy(data))
+            else:
+                route.feed_legacy(route.render_envelope(data))
             if route.comparing:
                 route.record(route, Side.LEGACY, data)
         elif route.legacy_mode is Mode.RECORD:
@@ -269,66 +296,65 @@ class LegacyPort:
     async def send_text(self, data: str) -> None:
         route = self.route
         sent = SentText(data)
+        if route.forbidden and route.topic_of(sent) in route.forbidden:
+            return
         direct = route.send_direct
         if direct is not None and route.new_mode is not Mode.OFF and not IN_DUAL_WRITE.get():
             await direct(route, sent)
         if route.legacy_mode is Mode.DELIVER:
-            try:
-                if route.format is WireFormat.LEGACY:
-                    write_now = route.write_now
-                    if write_now is None or not write_now(data):
-                        await route.socket.send_text(data)
-                else:
-                    text = route.render_envelope(sent)
-                    if text is not None:
-                        await route.socket.send_text(text)
-            except Exception:
-                route.counters.legacy_failed += 1
-                raise
-            route.counters.legacy_sent += 1
+            if route.format is WireFormat.LEGACY:
+                route.feed_legacy(data)
+            else:
+                route.feed_legacy(route.render_envelope(sent))
             if route.comparing:
                 route.record(route, Side.LEGACY, sent)
         elif route.legacy_mode is Mode.RECORD:
             route.record(route, Side.LEGACY, sent)
 
 
+class ClientGone(RuntimeError):
+    """A send on a socket whose connection is closed (overflow, policy, gone).
+
+    Raised to the app's code, as Starlette raises on a closed socket, so the app's
+    manager drops the socket as it always did.
+    """
+
+
 class ServicePort:
-    """The transport the new service holds for a route (see ``service.connection``)."""
+    """The one writer's transport for a route, and the filter of the service's frames.
+
+    The service holds the route's connection as a
+    :class:`~service.connection.FeedConnection` over this port: its frames pass
+    :meth:`accepts` (the route's new-side mode, decided when a frame is queued),
+    the legacy side's frames are fed unfiltered, and this port writes whatever the
+    writer hands it, whatever the stage. A flip changes only who feeds it.
+    """
 
     __slots__ = ("route",)
 
     def __init__(self, route: Route) -> None:
         self.route = route
 
-    def write_now(self, data: str) -> bool:
-        """The service's synchronous fast path: ``False`` only if ``send_text`` must write."""
+    def accepts(self, text: str) -> bool:
+        """Whether the service's ``text`` is for the client (recording it if compared)."""
         route = self.route
         mode = route.new_mode
         if mode is Mode.DELIVER:
-            write_now = route.write_now
-            if write_now is None or not write_now(data):
-                return False
             route.counters.new_sent += 1
             if route.comparing:
-                route.record(route, Side.NEW, data)
-        elif mode is Mode.RECORD:
-            route.record(route, Side.NEW, data)
-        return True
+                route.record(route, Side.NEW, text)
+            return True
+        if mode is Mode.RECORD:
+            route.record(route, Side.NEW, text)
+        return False
+
+    def write_now(self, data: str) -> bool:
+        """The synchronous fast path: ``False`` when ``send_text`` must write."""
+        write_now = self.route.write_now
+        return write_now is not None and write_now(data)
 
     async def send_text(self, data: str) -> None:
-        route = self.route
-        if route.new_mode is Mode.DELIVER:
-            try:
-                await route.socket.send_text(data)
-            except Exception:
-                route.counters.new_failed += 1
-                raise
-            route.counters.new_sent += 1
-            if route.comparing:
-                route.record(route, Side.NEW, data)
-        elif route.new_mode is Mode.RECORD:
-            route.record(route, Side.NEW, data)
+        await self.route.socket.send_text(data)
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        if self.route.new_mode is Mode.DELIVER:
-            await self.route.socket.close(code, reason)
+        await self.route.socket.close(code, reason)
