@@ -95,6 +95,9 @@ LEGACY_CODEC = "legacy"
 
 #: Close code for a binary frame sent to an old-protocol endpoint that reads text.
 UNSUPPORTED_DATA = 1003
+#: What the endpoint sees once the service has closed a client for a policy
+#: (1008/1009 went to the client): 1006, as for any connection it lost.
+SERVICE_CLOSED = 1006
 
 _log = structlog.get_logger("shim")
 
@@ -851,9 +854,14 @@ def _intercept_control_frames(
             data = text if text is not None else message.get("bytes") or b""
             try:
                 process, reply = await manager.service.screen_frame(route.connection_id, data)
-            except UnknownConnection:  # the service closed it: the socket is going
-                process, reply = True, None
+            except UnknownConnection:
+                process, reply = False, None
             if not process:
+                if not manager.service.is_connected(route.connection_id):
+                    # The service closed it (1009, 1008, expired token): frames the
+                    # server had already read are not the app's to see.
+                    manager._forget(route)
+                    return {"type": "websocket.disconnect", "code": SERVICE_CLOSED}
                 if reply is not None and route.format is WireFormat.ENVELOPE:
                     _feed(route, reply)
                 continue
