@@ -36,9 +36,11 @@ from service.redact import install_log_redaction
 from shim.diff import DiffConfig, Differ, ExpectedDifference, MismatchKind
 from shim.manager import CompatWebSocketManager
 from shim.ops import migration_router, migration_state
+from shim.scope import ProducerScope
 from shim.stages import Stage
 
 from .config import Settings, configure_logging
+from .limits import BodyLimitMiddleware
 from .services import ModelService, TrainingService
 
 __all__ = ["ENDPOINTS", "app", "create_app"]
@@ -50,6 +52,9 @@ ENDPOINTS: dict[str, tuple[str, ...]] = {
     "/ws": ("training", "models", "system", "custom"),
     "/ws/training": ("training",),
 }
+
+#: The REST routes that take a JSON body (``parameters``): their size is bounded.
+BODY_LIMITED = ("/api/training/start", "/api/models")
 
 
 def expected_differences() -> tuple[ExpectedDifference, ...]:
@@ -101,11 +106,23 @@ def create_app(
     decider = UnleashStageDecider(settings=flag_settings)
     differ = Differ(DiffConfig(expected=expected_differences()))
     # The one line a migrating backend changes: ``manager = WebSocketManager()`` before.
+    # Its producers are triggered once (a REST call, a session's task), so each event
+    # is for every worker's clients: ProducerScope.CLUSTER.
     manager = CompatWebSocketManager(
-        service=service, decider=decider, differ=differ, endpoint_topics=ENDPOINTS
+        service=service,
+        decider=decider,
+        differ=differ,
+        endpoint_topics=ENDPOINTS,
+        producer_scope=ProducerScope.CLUSTER,
     )
-    training = TrainingService(service, manager, epoch_seconds=settings.epoch_seconds)
-    models = ModelService(service)
+    training = TrainingService(
+        service,
+        manager,
+        epoch_seconds=settings.epoch_seconds,
+        max_running=settings.max_running,
+        max_sessions=settings.max_sessions,
+    )
+    models = ModelService(service, max_models=settings.max_models)
 
     async def autopilot() -> None:
         """Start a session every so often so the dashboard always has something to show."""
@@ -137,6 +154,8 @@ def create_app(
     # Broadcast frames are built once and written straight to uvicorn's sockets,
     # for the shim's legacy and new sides alike (see service.directsend).
     app.add_middleware(DirectSendMiddleware)
+    # Refuse oversized bodies before FastAPI reads them whole (see reference.limits).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, paths=BODY_LIMITED)
     app.state.service = service
     app.state.manager = manager
     app.state.decider = decider

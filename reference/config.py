@@ -16,6 +16,10 @@ variable                  meaning                                 default
 ``LOG_LEVEL``             ``debug``/``info``/``warning``          ``info``
 ``TRAINING_EPOCH_SECONDS``  simulated seconds per epoch            ``0.5``
 ``TRAINING_AUTOPILOT_SECONDS``  start a session every N s (0: off)  ``20``
+``TRAINING_MAX_RUNNING``  sessions running at once (more: 429)    ``5``
+``TRAINING_MAX_SESSIONS``  sessions kept, oldest finished evicted  ``100``
+``MODELS_MAX_KEPT``       models kept, oldest evicted             ``1000``
+``API_MAX_BODY_BYTES``    REST body: training start, models (413; 0: off)  ``16384``
 ``WS_ALLOWED_ORIGINS``    comma-separated browser origins         unset: any origin
 ``WS_ALLOW_MISSING_ORIGIN``  admit clients without Origin (0/1)   ``1``
 ``WS_JWT_SECRET``         HS256 secret (>= 32 bytes): require JWT  unset: no authentication
@@ -48,6 +52,12 @@ class Settings:
     log_level: str = "info"
     epoch_seconds: float = 0.5
     autopilot_seconds: float = 20.0
+    #: Bounds on what the REST API keeps (reference.services, reference.limits);
+    #: ``max_body_bytes=None`` turns the body limit off.
+    max_running: int = 5
+    max_sessions: int = 100
+    max_models: int = 1000
+    max_body_bytes: int | None = 16 * 1024
     heartbeat_interval: float | None = 30.0
     allowed_origins: tuple[str, ...] | None = None
     allow_missing_origin: bool = True
@@ -64,6 +74,7 @@ class Settings:
         origins = os.environ.get("WS_ALLOWED_ORIGINS")
         per_ip = os.environ.get("WS_MAX_CONNECTIONS_PER_IP")
         key_file = os.environ.get("WS_JWT_PUBLIC_KEY_FILE")
+        body_limit = int(os.environ.get("API_MAX_BODY_BYTES", str(16 * 1024)))
         return cls(
             allowed_origins=None
             if origins is None
@@ -80,6 +91,10 @@ class Settings:
             log_level=os.environ.get("LOG_LEVEL", "info"),
             epoch_seconds=float(os.environ.get("TRAINING_EPOCH_SECONDS", "0.5")),
             autopilot_seconds=float(os.environ.get("TRAINING_AUTOPILOT_SECONDS", "20")),
+            max_running=int(os.environ.get("TRAINING_MAX_RUNNING", "5")),
+            max_sessions=int(os.environ.get("TRAINING_MAX_SESSIONS", "100")),
+            max_models=int(os.environ.get("MODELS_MAX_KEPT", "1000")),
+            max_body_bytes=body_limit or None,
         )
 
 

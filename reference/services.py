@@ -6,6 +6,12 @@ the new way (``training_started``), reports per-epoch progress the new way
 bookkeeping through the legacy producer ``update_training_progress`` that calls
 ``manager.broadcast(dict)`` — both kinds of producer side by side, as in a real
 migration. ``ModelService`` creates models the new way (``model_created``).
+
+Both keep bounded state, so a client posting in a loop cannot grow the process:
+``TrainingService`` keeps at most ``max_sessions`` sessions (the oldest finished
+ones go first; running ones never) and runs at most ``max_running`` at once;
+``ModelService`` keeps the ``max_models`` newest models. What one entry can hold
+is bounded by the REST body limit (``reference.limits``).
 """
 
 from __future__ import annotations
@@ -17,10 +23,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from legacy import producers
 from service import MessageType, WebSocketMessage, WebSocketService
+from service.errors import BrokerUnavailable
 
 __all__ = ["ModelService", "TrainingService", "TrainingSession"]
+
+_log = structlog.get_logger("reference")
 
 PHASES = ("Cognate", "EvoMerge", "Quiet-STaR")
 
@@ -50,7 +61,12 @@ class TrainingSession:
 
 
 class TrainingService:
-    """Simulated training with realistic pacing; a handful of sessions at a time."""
+    """Simulated training with realistic pacing; a handful of sessions at a time.
+
+    :attr:`sessions` holds, in start order, every running session and the newest
+    finished (completed, cancelled or failed) ones, at most ``max_sessions`` in
+    all. ``max_running <= max_sessions``, so a new session always finds room.
+    """
 
     def __init__(
         self,
@@ -59,12 +75,18 @@ class TrainingService:
         *,
         epoch_seconds: float = 0.5,
         max_running: int = 5,
+        max_sessions: int = 100,
         seed: int | None = None,
     ) -> None:
+        if not 1 <= max_running <= max_sessions:
+            raise ValueError(
+                f"need 1 <= max_running <= max_sessions, got {max_running} and {max_sessions}"
+            )
         self.service = service
         self.manager = manager
         self.epoch_seconds = epoch_seconds
         self.max_running = max_running
+        self.max_sessions = max_sessions
         self.sessions: dict[str, TrainingSession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._random = random.Random(seed)
@@ -84,6 +106,7 @@ class TrainingService:
         epochs = int(parameters.get("epochs_per_phase", 6))
         session = TrainingSession(session_id, dict(parameters), max(1, min(epochs, 100)))
         self.sessions[session_id] = session
+        await self._evict()
         message = WebSocketMessage(
             type=MessageType.TRAINING_STARTED,
             data={"session_id": session_id, "parameters": session.parameters},
@@ -93,6 +116,21 @@ class TrainingService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return session_id
+
+    async def _evict(self) -> None:
+        """Drop the oldest finished sessions until at most ``max_sessions`` are kept,
+        with the last progress message the service retains for each of them."""
+        excess = len(self.sessions) - self.max_sessions
+        if excess <= 0:
+            return
+        finished = [key for key, s in self.sessions.items() if s.status != "running"]
+        for key in finished[:excess]:
+            del self.sessions[key]
+            if "training" in self.service.retain:
+                try:
+                    await self.service.forget_retained("training", key)
+                except BrokerUnavailable:  # the broker is down: that one value stays
+                    _log.warning("retained_session_kept", session_id=key)
 
     async def _run(self, session: TrainingSession) -> None:
         total = len(PHASES) * session.epochs_per_phase
@@ -114,6 +152,11 @@ class TrainingService:
         except asyncio.CancelledError:
             session.status = "cancelled"
             raise
+        finally:
+            # An exception escaped: a session left "running" would hold a run slot
+            # and never be evicted.
+            if session.status == "running":
+                session.status = "failed"
 
     async def _report(self, session: TrainingSession, remaining_steps: int) -> None:
         message = WebSocketMessage(
@@ -145,15 +188,20 @@ class TrainingService:
 
 
 class ModelService:
-    """Creates models and announces them the new way."""
+    """Creates models and announces them the new way; keeps the ``max_models`` newest."""
 
-    def __init__(self, service: WebSocketService) -> None:
+    def __init__(self, service: WebSocketService, *, max_models: int = 1000) -> None:
+        if max_models < 1:
+            raise ValueError(f"max_models must be at least 1, not {max_models}")
         self.service = service
+        self.max_models = max_models
         self.models: dict[str, dict[str, Any]] = {}
 
     async def create_model(self, model_info: dict[str, Any]) -> str:
         model_id = str(uuid.uuid4())
         self.models[model_id] = {"model_id": model_id, **model_info}
+        while len(self.models) > self.max_models:
+            del self.models[next(iter(self.models))]  # dicts keep creation order
         info = {"name": model_info.get("name"), "parameter_count": model_info.get("parameters")}
         message = WebSocketMessage(
             type=MessageType.MODEL_CREATED, data={"model_id": model_id, "model_info": info}

@@ -28,6 +28,7 @@ from .directsend import (
     direct_writer,
     enable_direct_send,
     forget_handshake,
+    transport_probe,
 )
 from .errors import ConnectionRefused, ErrorCode, ProtocolError
 from .handshake import ENVELOPE_SUBPROTOCOL, select_subprotocol
@@ -106,15 +107,17 @@ class AsgiTransport:
     raises from the server and removes the connection). Closing still goes
     through Starlette, which keeps its state right. ``write_now`` is the
     pre-framed fast path when the server allows one (:mod:`service.directsend`),
-    else ``None``.
+    else ``None``; ``write_buffer_size`` returns what the server's transport holds
+    unsent (capped by ``SendLimits.max_transport_bytes``), ``None`` when unknown.
     """
 
-    __slots__ = ("_send", "_websocket", "write_now")
+    __slots__ = ("_send", "_websocket", "write_buffer_size", "write_now")
 
     def __init__(self, websocket: WebSocket) -> None:
         self._websocket = websocket
         self._send = websocket._send
         self.write_now: Callable[[str], bool] | None = direct_writer(websocket)
+        self.write_buffer_size: Callable[[], int] | None = transport_probe(websocket.scope)
 
     def send_text(self, data: str) -> Awaitable[None]:
         return self._send({"type": "websocket.send", "text": data})

@@ -31,7 +31,9 @@ class Transport(Protocol):
 
     A transport may also offer ``write_now(text) -> bool``: a synchronous write
     that returns ``False`` when it cannot write at once (then ``send_text`` is
-    used), see :class:`service.asgi.AsgiTransport`.
+    used), ``write_buffer_size() -> int``: the bytes the server holds unsent for
+    the socket (checked against ``SendLimits.max_transport_bytes``), and
+    ``abort()``: drop the TCP connection; see :class:`service.asgi.AsgiTransport`.
     """
 
     def send_text(self, data: str) -> Awaitable[None]: ...
@@ -51,16 +53,34 @@ class OverflowPolicy(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SendLimits:
-    """Per-connection send buffer bounds (messages and characters) and overflow policy."""
+    """Per-connection send buffer bounds (messages and characters) and overflow policy.
+
+    ``max_transport_bytes`` caps what the server's own transport holds unsent for
+    a client, below this queue: uvicorn answers every ping with a pong written
+    straight into it, read or not, so a client that floods pings and never reads
+    grows it without end. Every ``transport_check_interval`` seconds (with
+    ``WebSocketService.start()``) a connection over the cap is aborted (TCP
+    reset; it cannot take a close frame) and counted in ``closed_transport_overflow``.
+    Keep the cap above your largest message plus uvicorn's 64 KiB high-water mark;
+    ``None`` turns the check off. Only transports that report their buffer take
+    part (:class:`service.asgi.AsgiTransport` behind ``DirectSendMiddleware`` or
+    ``ServiceEndpoint`` on uvicorn).
+    """
 
     max_messages: int = 1024
     max_bytes: int = 4 * 1024 * 1024
     policy: OverflowPolicy = OverflowPolicy.DISCONNECT
     close_code: int = CloseCode.TRY_AGAIN_LATER
+    max_transport_bytes: int | None = 8 * 1024 * 1024
+    transport_check_interval: float = 0.25
 
     def __post_init__(self) -> None:
         if self.max_messages < 1 or self.max_bytes < 1:
             raise ValueError("send buffer limits must be positive")
+        if self.max_transport_bytes is not None and self.max_transport_bytes < 1:
+            raise ValueError("max_transport_bytes must be positive (or None)")
+        if self.transport_check_interval <= 0:
+            raise ValueError("transport_check_interval must be positive")
 
 
 DeadCallback = Callable[["Connection", str, int], None]

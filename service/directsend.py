@@ -20,7 +20,13 @@ suspend, and the service's connection buffers behind it).
 The raw ``send`` is visible only outside Starlette's exception middleware, so
 :class:`DirectSendMiddleware` (pure ASGI, added with ``app.add_middleware``) hands
 uvicorn's protocol object to :func:`service.asgi.serve` through the scope. On any
-other server, or another uvicorn ``--ws`` implementation, nothing changes.
+other server nothing changes.
+
+The same middleware also notes the protocol of uvicorn's other ``--ws``
+implementations (``websockets``, ``wsproto``) under :data:`SERVER_KEY`: they get
+no fast path, but their transport is what :func:`abort_connection` drops and
+what :func:`transport_probe` measures (the bytes the server holds unsent for a
+client, such as the pongs it queues for one that floods pings and never reads).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ else:
 
 __all__ = [
     "SCOPE_KEY",
+    "SERVER_KEY",
     "DirectSendMiddleware",
     "abort_connection",
     "direct_protocol",
@@ -51,11 +58,15 @@ __all__ = [
     "enable_direct_send",
     "forget_handshake",
     "text_frame",
+    "transport_probe",
     "write_text_now",
 ]
 
 #: Scope key under which the middleware leaves uvicorn's protocol object.
 SCOPE_KEY = "service.direct_send"
+#: Scope key of uvicorn's protocol object on any of its WebSocket implementations,
+#: for its transport only (abort, write buffer size).
+SERVER_KEY = "service.server_protocol"
 
 _OPEN = State.OPEN
 # The last text framed and its frame, as one tuple so that a reader in another
@@ -123,8 +134,7 @@ def abort_connection(scope: Mapping[str, Any]) -> bool:
     without this its socket and buffers stay until the server's keepalive gives
     up (20 s or more), or forever with keepalive off.
     """
-    protocol = scope.get(SCOPE_KEY) if isinstance(scope, Mapping) else None
-    transport = None if protocol is None else getattr(protocol, "transport", None)
+    transport = _server_transport(scope)
     if transport is None:
         return False
     sock = transport.get_extra_info("socket")
@@ -135,6 +145,28 @@ def abort_connection(scope: Mapping[str, Any]) -> bool:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
     return True
+
+
+def transport_probe(scope: Mapping[str, Any]) -> Callable[[], int] | None:
+    """A function returning how many bytes the server's transport holds unsent for
+    this WebSocket, or ``None`` when the middleware found no transport (or it
+    cannot tell).
+
+    That buffer is below the service's own bounded queue: uvicorn writes into it
+    without waiting (a pong for every ping, whether or not the client reads), so
+    only a check of its size bounds it. The call is cheap (``len`` of a buffer).
+    """
+    probe: Callable[[], int] | None = getattr(
+        _server_transport(scope), "get_write_buffer_size", None
+    )
+    return probe
+
+
+def _server_transport(scope: Mapping[str, Any]) -> Any | None:
+    if not isinstance(scope, Mapping):
+        return None
+    protocol = scope.get(SERVER_KEY) or scope.get(SCOPE_KEY)
+    return None if protocol is None else getattr(protocol, "transport", None)
 
 
 def forget_handshake(scope: Mapping[str, Any]) -> None:
@@ -154,8 +186,9 @@ class DirectSendMiddleware:
     """Pure ASGI middleware that lets :func:`service.asgi.serve` write frames directly.
 
     Add it to the app (``app.add_middleware(DirectSendMiddleware)``); it does
-    nothing for HTTP, nor for WebSockets served by anything but uvicorn's
-    ``websockets-sansio`` implementation.
+    nothing for HTTP, nor for WebSockets served by anything but uvicorn. On
+    uvicorn's other WebSocket implementations it only notes the transport
+    (abort and write buffer size, see :data:`SERVER_KEY`), with no fast path.
     """
 
     def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
@@ -167,6 +200,10 @@ class DirectSendMiddleware:
         await self.app(scope, receive, send)
 
 
+#: Where uvicorn's WebSocket protocols live (``websockets_sansio_impl``, ``websockets_impl``,
+#: ``wsproto_impl``); importing them to check would load the deprecated ones.
+_UVICORN_WEBSOCKETS = "uvicorn.protocols.websockets."
+
 #: What :func:`write_text_now` and :func:`forget_handshake` read of uvicorn's protocol.
 _PROTOCOL_ATTRIBUTES = ("writable", "close_sent", "conn", "transport", "handshake_complete")
 
@@ -175,11 +212,19 @@ def enable_direct_send(scope: MutableMapping[str, Any], send: Any) -> None:
     """Note uvicorn's protocol in ``scope`` when ``send`` is its own, unwrapped one.
 
     A uvicorn release whose protocol lacks any attribute the fast path reads gets
-    the ordinary path instead of failing every send.
+    the ordinary path instead of failing every send. Any uvicorn WebSocket
+    protocol with a transport is also noted under :data:`SERVER_KEY`.
     """
-    if _SansIOProtocol is not None:
-        protocol = getattr(send, "__self__", None)
-        if isinstance(protocol, _SansIOProtocol) and all(
-            hasattr(protocol, name) for name in _PROTOCOL_ATTRIBUTES
-        ):
-            scope[SCOPE_KEY] = protocol
+    protocol = getattr(send, "__self__", None)
+    if protocol is None:
+        return
+    if type(protocol).__module__.startswith(_UVICORN_WEBSOCKETS) and hasattr(
+        getattr(protocol, "transport", None), "get_write_buffer_size"
+    ):
+        scope[SERVER_KEY] = protocol
+    if (
+        _SansIOProtocol is not None
+        and isinstance(protocol, _SansIOProtocol)
+        and all(hasattr(protocol, name) for name in _PROTOCOL_ATTRIBUTES)
+    ):
+        scope[SCOPE_KEY] = protocol

@@ -23,7 +23,7 @@ import asyncio
 import inspect
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Any
@@ -54,6 +54,7 @@ from .handshake import Handshake
 from .limits import ConnectionCounter, OversizePolicy, RateLimit, RateLimiter, RateVerdict
 from .messages import MessageType, WebSocketMessage, coerce_type, encode, type_name, with_sequence
 from .origin import OriginPolicy
+from .ownership import OwnPublications
 from .protocol import (
     DEFAULT_MAX_TOPIC_LENGTH,
     Dispatch,
@@ -91,6 +92,9 @@ EventHandler = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 #: Called by :meth:`WebSocketService.broadcast` in the publishing process, before the
 #: message goes to the broker (the shim mirrors new producers to legacy clients here).
 PublishHook = Callable[[WebSocketMessage, str | None], Awaitable[None]]
+#: ``listener(publication, own)``, before a publication's local fan-out; ``own``:
+#: this process published it (see :mod:`service.ownership`).
+FanoutListener = Callable[[Publication, bool], None]
 
 #: Renders a standardized wire dict for a client that speaks another format; ``None``
 #: means "this client does not get this message". Called once per broadcast per codec.
@@ -167,7 +171,8 @@ class WebSocketService:
     - ``max_topic_length``: longest topic name (charset fixed, see ``validate_topic``).
     - ``rate_limit``: inbound messages per connection (:class:`RateLimit`; excess
       gets ``rate_limited`` errors, persistent excess a 1008 close).
-    - ``send_limits``: per-connection send buffer bounds and overflow policy.
+    - ``send_limits``: per-connection send buffer bounds and overflow policy, and
+      the cap on what the server's transport holds unsent (``max_transport_bytes``).
     - ``retain``: ``{topic: key field}``; the topic keeps its latest message per
       ``data[key field]`` and a new subscriber gets them right after subscribing.
     - ``close_timeout``: how long a close frame may take before we give up on it.
@@ -264,12 +269,15 @@ class WebSocketService:
         self._handlers: dict[MessageType | str, EventHandler] = {}
         self._codecs: dict[str, Codec] = {}
         self._publish_hooks: list[PublishHook] = []
+        self._fanout_listeners: list[FanoutListener] = []
+        self._own = OwnPublications()
         self._broker_topics: set[str] = set()
         self._broker_lock = asyncio.Lock()
         self._broker_connected = False
         self._started = False
         self._stopping = False
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._transport_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._counters = {
             "connections_total": 0,
@@ -294,6 +302,7 @@ class WebSocketService:
             "closed_token_expired": 0,
             "tokens_refreshed": 0,
             "token_refreshes_refused": 0,
+            "closed_transport_overflow": 0,
         }
         # Counters of connections already gone, so stats() totals never go down.
         self._gone = {"sent": 0, "dropped": 0, "failed": 0}
@@ -312,6 +321,12 @@ class WebSocketService:
             self._heartbeat_task = asyncio.get_running_loop().create_task(
                 self._heartbeat_loop(self.heartbeat), name="websocket-service-heartbeat"
             )
+        limits = self.send_limits
+        if limits.max_transport_bytes is not None and self._transport_task is None:
+            self._transport_task = asyncio.get_running_loop().create_task(
+                self._transport_loop(limits.transport_check_interval),
+                name="websocket-service-transport-cap",
+            )
         if not self._started:
             self._started = True
             _log.info("service_started", broker=self.broker.stats().get("kind"))
@@ -327,6 +342,9 @@ class WebSocketService:
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
             self._heartbeat_task = None
+        if self._transport_task is not None:
+            self._transport_task.cancel()
+            self._transport_task = None
         connections = list(self._connections.values())
         for connection in connections:
             self._forget(connection)
@@ -994,17 +1012,60 @@ class WebSocketService:
         recipients = (
             len(self._connections) if topic is None else len(self._registry.subscribers(topic))
         )
-        await self.broker.publish(channel, payload, retain_key=retain_key)
+        noted = bool(self._fanout_listeners) and channel in self._broker_topics
+        if noted:
+            self._own.expect(payload)  # its echo is this process's own publication
+        try:
+            await self.broker.publish(channel, payload, retain_key=retain_key)
+        except BaseException:
+            if noted:
+                self._own.forget(payload)
+            raise
         self._counters["messages_published"] += 1
         return recipients
 
+    async def forget_retained(self, topic: str, key: str) -> None:
+        """Stop retaining ``topic``'s last value for ``key`` (see ``retain``).
+
+        New subscribers no longer get it; call it when the thing ``key`` names is
+        gone (an evicted session), so retained values stay bounded. Raises
+        BrokerUnavailable when the broker is down.
+        """
+        validate_topic(topic, max_length=self.max_topic_length)
+        await self.broker.forget_value(topic, key)
+
+    def deliver_local(self, message: WebSocketMessage, topic: str | None = None) -> int:
+        """Hand ``message`` to this process's subscribers of ``topic`` only.
+
+        For events every worker produces for its own clients (a loop each process
+        runs): published through the broker they would reach each client once per
+        worker. Encoded once like :meth:`broadcast`, but without a broker position
+        (no ``seq``, no history: a resume cannot replay it) and without publish
+        hooks or fan-out listeners. Returns the number of recipients.
+        """
+        if topic is not None:
+            validate_topic(topic, max_length=self.max_topic_length)
+        if message.topic != topic or message.seq is not None or message.epoch is not None:
+            message = message.model_copy(update={"topic": topic, "seq": None, "epoch": None})
+        return self._fan_out(ALL_TOPIC if topic is None else topic, encode(message).decode())
+
     def _on_publication(self, publication: Publication) -> None:
-        """The broker's handler: the one fan-out loop."""
-        if publication.topic == ALL_TOPIC:
-            recipients: Iterable[Connection] = self._connections.values()
-        else:
-            recipients = self._registry.subscribers(publication.topic).values()
+        """The broker's handler: fan-out listeners, then the one fan-out loop."""
+        if self._fanout_listeners:
+            own = self._own.take(publication.payload)
+            for listener in self._fanout_listeners:
+                try:
+                    listener(publication, own)
+                except Exception:
+                    _log.exception("fanout_listener_failed", topic=publication.topic)
         text = with_sequence(publication.payload, publication.seq, publication.epoch).decode()
+        self._fan_out(publication.topic, text)
+
+    def _fan_out(self, topic: str, text: str) -> int:
+        if topic == ALL_TOPIC:
+            recipients: Collection[Connection] = self._connections.values()
+        else:
+            recipients = self._registry.subscribers(topic).values()
         frame: _Frame | None = None
         for connection in recipients:
             if connection.codec is None:
@@ -1015,6 +1076,7 @@ class WebSocketService:
                 rendered = frame.render(connection.codec, self._codecs)
                 if rendered is not None:
                     connection.deliver(rendered)
+        return len(recipients)
 
     def _on_gap(self, topic: str) -> None:
         """The broker lost publications of ``topic`` it cannot replay: say so to subscribers."""
@@ -1067,6 +1129,18 @@ class WebSocketService:
         """
         self._publish_hooks.append(hook)
         return lambda: self._publish_hooks.remove(hook)
+
+    def add_fanout_listener(self, listener: FanoutListener) -> Callable[[], None]:
+        """Run ``listener(publication, own)`` on every publication this process
+        receives from the broker, before its local fan-out, in the broker's task.
+
+        Every worker's listener sees every publication of the topics it follows
+        (``own`` is True in the worker that published it), so per-process work
+        runs exactly once per event and worker. A listener must not block; one
+        that raises is logged and skipped. Returns a function that removes it.
+        """
+        self._fanout_listeners.append(listener)
+        return lambda: self._fanout_listeners.remove(listener)
 
     def register_codec(self, name: str, codec: Codec) -> None:
         """Register a wire format for clients that do not speak the envelope."""
@@ -1269,6 +1343,52 @@ class WebSocketService:
     async def _close_forgotten(self, connection: Connection, code: int, reason: str) -> None:
         await connection.close(code, reason, timeout=self.close_timeout)
         await self._reconcile_broker()
+
+    async def _transport_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.check_transports()
+            except Exception:  # a broken transport must not end the check for all
+                _log.exception("transport_check_failed")
+
+    def check_transports(self) -> list[str]:
+        """Abort every connection whose server transport holds more than the cap unsent.
+
+        The cap is ``send_limits.max_transport_bytes``; the bytes are the server's
+        own write buffer (the transport's ``write_buffer_size()``), which the
+        service's queue never sees: uvicorn writes a pong there for every ping,
+        whether or not the client reads. Such a client cannot take a close frame,
+        so its TCP connection is reset at once. Called every
+        ``send_limits.transport_check_interval`` by ``start()``'s task (a pass over
+        the connections, never per broadcast); returns the ids it aborted.
+        """
+        cap = self.send_limits.max_transport_bytes
+        if cap is None:
+            return []
+        over: list[tuple[Connection, int]] = []
+        for connection in self._connections.values():
+            probe = getattr(connection.transport, "write_buffer_size", None)
+            if probe is not None and (buffered := probe()) > cap:
+                over.append((connection, buffered))
+        for connection, buffered in over:
+            self._counters["closed_transport_overflow"] += 1
+            _log.warning(
+                "transport_overflow",
+                connection_id=connection.connection_id,
+                buffered=buffered,
+                cap=cap,
+            )
+            self._forget(connection)
+            connection.closed = True
+            connection.cancel_writer()
+            abort = getattr(connection.transport, "abort", None)
+            if abort is not None:
+                with suppress(Exception):
+                    abort()
+        if over:
+            self._spawn(self._reconcile_broker())
+        return [connection.connection_id for connection, _ in over]
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

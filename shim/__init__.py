@@ -8,6 +8,7 @@ Everything a migrating backend uses is importable from here::
 from .diff import DiffConfig, Differ, ExpectedDifference, MismatchKind, Side
 from .manager import LEGACY_CODEC, CompatWebSocketManager
 from .ops import migration_router
+from .scope import ProducerScope
 from .stages import FixedStages, RoutingDecision, Stage, StageDecider
 from .translate import (
     DEFAULT_UNTRANSLATED_TOPIC,
@@ -39,6 +40,7 @@ __all__ = [
     "FieldMap",
     "FixedStages",
     "MismatchKind",
+    "ProducerScope",
     "RoutingDecision",
     "Side",
     "Stage",

@@ -40,7 +40,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -51,15 +50,21 @@ from starlette.websockets import WebSocketDisconnect
 from legacy.manager import WebSocketManager
 from service import MessageType, WebSocketMessage, WebSocketService
 from service.auth import AUTH_MESSAGE_TYPE, MAX_AUTH_MESSAGE_SIZE
-from service.brokers import MemoryBroker
+from service.brokers import MemoryBroker, Publication
 from service.connection import FeedConnection
-from service.directsend import abort_connection, direct_writer, forget_handshake
+from service.directsend import (
+    abort_connection,
+    direct_writer,
+    forget_handshake,
+    transport_probe,
+)
 from service.errors import (
     ConnectionRefused,
     ErrorCode,
     ProtocolError,
     UnknownConnection,
 )
+from service.hub import ALL_TOPIC
 from service.messages import PROTOCOL_TYPES, type_name
 from service.protocol import (
     Ping,
@@ -74,7 +79,7 @@ from service.protocol import (
     subscription_ack,
 )
 
-from .diff import Differ, ExpectedDifference, MismatchKind, Side
+from .diff import Differ, Side
 from .ports import (
     IN_DUAL_WRITE,
     DeliveryCounters,
@@ -85,6 +90,7 @@ from .ports import (
     ServicePort,
     starlette_json_text,
 )
+from .scope import ProducerScope, run_eagerly
 from .stages import FixedStages, RoutingDecision, StageDecider
 from .translate import TEXT_KEY, TranslationError, TranslationRule, Translator
 from .wire import WireFormat, negotiate
@@ -104,11 +110,6 @@ _log = structlog.get_logger("shim")
 #: Set while the shim itself publishes into the service, so its publish hook does
 #: not mirror the shim's own dual-write back to the legacy side.
 _FROM_SHIM: contextvars.ContextVar[bool] = contextvars.ContextVar("from_shim", default=False)
-
-_WORKER_LOCAL_LEGACY = ExpectedDifference(
-    kind=MismatchKind.EXTRA,
-    reason="legacy delivery is local to its worker; the new side reaches every worker's clients",
-)
 
 #: Frames of an envelope client the shim answers itself (the endpoint never sees them).
 _CONTROL_TYPES = frozenset(
@@ -136,6 +137,12 @@ class _AccessPort(ServicePort):
     def abort(self) -> bool:
         """A close that timed out on the client's socket: drop its TCP connection."""
         return abort_connection(_scope(self.route.websocket))
+
+    def write_buffer_size(self) -> int:
+        """What the server's transport holds unsent for the client (pongs included),
+        for the service's ``max_transport_bytes`` cap; 0 when it cannot tell."""
+        probe = transport_probe(_scope(self.route.websocket))
+        return 0 if probe is None else probe()
 
 
 class _FlipGate:
@@ -197,6 +204,11 @@ class CompatWebSocketManager:
     - ``endpoint_topics``: topics each endpoint's connections subscribe to on the new
       side (default: every topic the translator knows, which is what legacy sent).
     - ``flip_wait``: how long a flip waits for in-flight broadcasts.
+    - ``producer_scope``: who an old producer's ``broadcast(payload)`` is for when
+      several workers share a broker (:class:`~shim.scope.ProducerScope`):
+      ``CLUSTER`` every worker's clients once, ``WORKER`` (the default) this
+      worker's only; ``broadcast(payload, producer_scope=...)`` overrides it per call.
+      With the in-process memory broker there is one worker and no difference.
     """
 
     def __init__(
@@ -210,6 +222,7 @@ class CompatWebSocketManager:
         differ: Differ | None = None,
         endpoint_topics: Mapping[str, Sequence[str]] | None = None,
         flip_wait: float = 1.0,
+        producer_scope: ProducerScope | None = None,
         diff_flush_interval: float = 0.5,
         random_source: Callable[[], float] = random.random,
     ) -> None:
@@ -241,16 +254,18 @@ class CompatWebSocketManager:
         self._counters: Counter[str] = Counter()
         self.delivered = DeliveryCounters()
         self.last_reroute: dict[str, float] = {}
-        if not isinstance(self.service.broker, MemoryBroker):
-            # Several processes: the legacy side only ever reaches its own worker's
-            # clients (the legacy behaviour), while the new side delivers every
-            # worker's events. Those extras are that, not a translation bug.
-            self.differ.config = replace(
-                self.differ.config,
-                expected=(*self.differ.config.expected, _WORKER_LOCAL_LEGACY),
+        self.producer_scope = producer_scope or ProducerScope.WORKER
+        self._single_process = isinstance(self.service.broker, MemoryBroker)
+        if producer_scope is None and not self._single_process:
+            _log.warning(
+                "producer_scope_unset",
+                default=self.producer_scope.value,
+                hint="several workers share the broker: pass producer_scope=ProducerScope."
+                "CLUSTER (broadcasts triggered once) or WORKER (a loop in every worker)",
             )
         self.service.register_codec(LEGACY_CODEC, self._render_legacy)
         self._remove_hook = self.service.add_publish_hook(self._mirror_to_legacy)
+        self._remove_fanout = self.service.add_fanout_listener(self._on_publication)
         self._remove_listener = self.decider.add_listener(self._on_flags_changed)
 
     # -- the legacy interface ------------------------------------------------------
@@ -468,6 +483,7 @@ class CompatWebSocketManager:
         manager's ``broadcast(payload, room)``) make it one of the app's own
         methods: its sends are routed per socket, like ``broadcast_to_session``.
         """
+        scope = kwargs.pop("producer_scope", None) or self.producer_scope
         if args or kwargs:
             return await self.legacy.broadcast(message, *args, **kwargs)
         try:
@@ -479,11 +495,15 @@ class CompatWebSocketManager:
         for old_client in (False, True):  # the producer may reuse a mutated dict
             self._canon_cache.pop((id(message), old_client), None)
         standard, topic = self._to_standard(message)
+        worker_only = scope is ProducerScope.WORKER and not self._single_process
         async with self._flip_gate().broadcast():
             await self._legacy_broadcast(message, topic)
             token = _FROM_SHIM.set(True)
             try:
-                await self.service.broadcast(standard, topic=topic)
+                if worker_only:
+                    self.service.deliver_local(standard, topic=topic)
+                else:  # every other worker runs its legacy side (_on_publication)
+                    await self.service.broadcast(standard, topic=topic)
             except Exception as exc:
                 self._counters["new_side_errors"] += 1
                 _log.error(
@@ -507,25 +527,55 @@ class CompatWebSocketManager:
         return message, message.topic or self.translator.untranslated_topic
 
     async def _mirror_to_legacy(self, message: WebSocketMessage, topic: str | None) -> None:
-        """Publish hook: a new producer's message reaches legacy-routed clients too."""
+        """Publish hook: a new producer's message reaches this worker's legacy-routed
+        clients too (other workers': :meth:`_on_publication`)."""
         if _FROM_SHIM.get() or not self._routes:
             return
-        try:
-            payload = self.translator.to_legacy(message.model_copy(update={"topic": topic}))
-        except TranslationError as exc:
-            self._counters["translation_errors"] += 1
-            _log.error("reverse_translation_failed", rule=exc.rule, reason=exc.reason)
-            return
+        wire = message.model_copy(update={"topic": topic}).to_wire()
+        payload = self._legacy_form(wire)
         if payload is None:
             return
-        # What the legacy side delivers is this very message in the old shape; compare
-        # it as such (a topic=None broadcast keeps topic None instead of the rule's).
-        wire = message.model_copy(update={"topic": topic}).to_wire()
-        self._cached(payload, lambda: wire)
         async with self._flip_gate().broadcast():
             await self._legacy_broadcast(
                 payload, topic or message.topic or self.translator.untranslated_topic
             )
+
+    def _on_publication(self, publication: Publication, own: bool) -> None:
+        """Fan-out listener: another worker's event, for this worker's legacy side.
+
+        The worker that published it ran its legacy side already (``own``). Here
+        the old payload is rebuilt from the envelope and handed to the app's
+        manager right before the service's local fan-out, in the same step, so
+        each client gets the event once from whichever side feeds it.
+        """
+        if own or not self._routes:
+            return
+        wire = orjson.loads(publication.payload)
+        topic = None if publication.topic == ALL_TOPIC else publication.topic
+        payload = self._legacy_form(wire)
+        if payload is None:
+            return
+        rest = run_eagerly(
+            self._legacy_broadcast(payload, topic or self.translator.untranslated_topic)
+        )
+        if rest is not None:  # the app's manager awaited something real
+            self._counters["legacy_side_suspended"] += 1
+            self._cleanup.add(rest)
+            rest.add_done_callback(self._cleanup.discard)
+
+    def _legacy_form(self, wire: dict[str, Any]) -> Any:
+        """The old payload of a new-side message, or None; cached for the differ."""
+        try:
+            payload = self.translator.to_legacy(wire)
+        except TranslationError as exc:
+            self._counters["translation_errors"] += 1
+            _log.error("reverse_translation_failed", rule=exc.rule, reason=exc.reason)
+            return None
+        if payload is not None:
+            # What the legacy side delivers is this very message in the old shape;
+            # compare it as such (a topic=None broadcast keeps topic None).
+            self._cached(payload, lambda: wire)
+        return payload
 
     async def _legacy_broadcast(self, payload: Any, topic: str) -> None:
         """The legacy manager's broadcast, with ``payload`` encoded once for all ports."""
@@ -747,6 +797,7 @@ class CompatWebSocketManager:
     def close(self) -> None:
         """Detach from the service and the decider (for apps that build several shims)."""
         self._remove_hook()
+        self._remove_fanout()
         self._remove_listener()
 
     def routes(self) -> Iterator[Route]:

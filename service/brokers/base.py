@@ -114,6 +114,15 @@ class Broker(ABC):
     async def last_values(self, topic: str) -> list[Publication]:
         """Return the latest retained publication per key of ``topic``, oldest first."""
 
+    async def forget_value(self, topic: str, key: str) -> None:
+        """Drop the value retained under ``key`` of ``topic`` (unknown keys: no-op).
+
+        Retained values live until replaced; an app whose keys come and go (a
+        session id per training run) forgets each key when the thing it names
+        is gone, so what the broker keeps stays bounded.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot forget retained values")
+
     @abstractmethod
     async def history(self, topic: str, *, epoch: str, since_seq: int) -> History:
         """Return the publications of ``topic`` after ``since_seq`` in ``epoch``."""

@@ -85,6 +85,11 @@ class MemoryBroker(Broker):
             self._handler(publication)
         return state.seq
 
+    async def forget_value(self, topic: str, key: str) -> None:
+        state = self._topics.get(topic)
+        if state is not None:
+            state.retained.pop(key, None)
+
     async def last_values(self, topic: str) -> list[Publication]:
         state = self._topics.get(topic)
         return [] if state is None else list(state.retained.values())

@@ -585,6 +585,10 @@ class RedisBroker(Broker):
         self._published += 1
         return seq
 
+    async def forget_value(self, topic: str, key: str) -> None:
+        """HDEL the key from the topic's retain hash; BrokerUnavailable when Redis is down."""
+        await self._guard(self._commands().hdel(f"{self._prefix}:retain:{{{topic}}}", key))
+
     async def last_values(self, topic: str) -> list[Publication]:
         """Return the retained publication per key of ``topic``, oldest first."""
         key = f"{self._prefix}:retain:{{{topic}}}"

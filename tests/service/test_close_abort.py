@@ -38,7 +38,7 @@ def make_app(service: WebSocketService) -> FastAPI:
     return app
 
 
-def stalled_client(port: int) -> socket.socket:
+def stalled_client(port: int, path: str = "/ws", headers: str = "") -> socket.socket:
     """Handshake by hand on a socket with a tiny receive buffer, then never read."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -47,9 +47,9 @@ def stalled_client(port: int) -> socket.socket:
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         (
-            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
+            f"Sec-WebSocket-Version: 13\r\n{headers}\r\n"
         ).encode()
     )
     response = b""

@@ -143,6 +143,27 @@ async def test_retained_last_values_oldest_first(make: Factory) -> None:
     values = await b.last_values("r")
     assert [(p.payload, p.seq, p.epoch) for p in values] == [(b"b1", 2, epoch), (b"a2", 4, epoch)]
     assert await b.last_values("never-used") == []
+    await b.forget_value("r", "b")  # any process forgets for all of them
+    await b.forget_value("r", "no-such-key")
+    await b.forget_value("never-used", "a")
+    assert [p.payload for p in await a.last_values("r")] == [b"a2"]
+
+
+@pytest.mark.parametrize("broker", ["memory://", "redis"])
+async def test_the_service_forgets_a_retained_value(broker: str, prefix: str) -> None:
+    url = f"{REDIS_URL}?prefix={prefix}" if broker == "redis" else broker
+    service = WebSocketService(broker=url, heartbeat_interval=None, retain={"models": "id"})
+    socket = MockWebSocket()
+    try:
+        await service.start()
+        for model in ("m1", "m2"):
+            await service.broadcast(message(MessageType.MODEL_UPDATED, id=model), "models")
+        await service.forget_retained("models", "m1")
+        cid = await service.connect(socket)
+        await service.subscribe(cid, "models")
+        assert [m["data"]["id"] for m in socket.of_type("model_updated")] == ["m2"]
+    finally:
+        await service.stop()
 
 
 async def test_a_burst_of_publishes_waits_for_free_connections(make: Factory) -> None:

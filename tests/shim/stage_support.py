@@ -26,7 +26,7 @@ from websockets.typing import Subprotocol
 from legacy import producers
 from service import WebSocketService
 from service.directsend import DirectSendMiddleware
-from shim import CompatWebSocketManager, FixedStages, Stage
+from shim import CompatWebSocketManager, FixedStages, ProducerScope, Stage
 from tests.support import UNIT, connect, running_server
 
 __all__ = [
@@ -98,19 +98,23 @@ class ShimServer:
 
 
 @asynccontextmanager
-async def shim_server(stage: Stage, **service_options: Any) -> AsyncIterator[ShimServer]:
+async def shim_server(
+    stage: Stage, *, producer_scope: ProducerScope | None = None, **service_options: Any
+) -> AsyncIterator[ShimServer]:
     """The shim over the default legacy manager, every connection at ``stage``."""
     service_options.setdefault("heartbeat_interval", None)
     service = WebSocketService(**service_options)
     stages = FixedStages(default=stage)
-    manager = CompatWebSocketManager(service=service, decider=stages)
+    manager = CompatWebSocketManager(service=service, decider=stages, producer_scope=producer_scope)
     log = EndpointLog()
     try:
+        await service.start()  # its watchdogs (the transport cap) run as in an app
         async with running_server(old_style_app(manager, log)) as url:
             yield ShimServer(service, manager, stages, log, url)
     finally:
         await manager.stop()
         manager.close()
+        await service.stop()  # closes its broker connections too
 
 
 def progress_event(i: int, pad: str = "") -> dict[str, Any]:

@@ -29,6 +29,7 @@ from legacy import producers
 from service import RateLimit, SendLimits
 from shim import Stage
 from tests.service.test_close_abort import TCP_CLOSE, stalled_client, tcp_state
+from tests.service.test_transport_cap import flood
 from tests.shim.stage_support import (
     ENVELOPE,
     closed_code,
@@ -353,3 +354,31 @@ async def test_a_binary_frame_gets_an_envelope_client_an_error_and_it_stays(stag
         assert event_number(event) == 3
         assert s.manager.stats()["connections"] == 1
         assert s.log.cleanups == 0
+
+
+# -- 6. what the server's transport holds: pongs for a client that never reads ----------
+
+
+@pytest.mark.parametrize("stage", list(Stage))
+async def test_a_ping_flooder_that_never_reads_is_reset_at_every_stage(stage: Stage) -> None:
+    limits = SendLimits(max_transport_bytes=512 * 1024)
+    async with shim_server(stage, send_limits=limits) as s, connect(s.ws) as reader:
+        sock = await asyncio.to_thread(stalled_client, s.port, "/ws")
+        try:
+            assert await eventually(lambda: s.manager.stats()["connections"] == 2)
+            flooding = asyncio.ensure_future(asyncio.to_thread(flood, sock, 10 * UNIT))
+            produced = 0
+            async with asyncio.timeout(15 * UNIT):
+                while not flooding.done():
+                    await s.manager.broadcast(progress_event(produced))
+                    produced += 1
+                    await asyncio.sleep(0.01)
+            assert await eventually(
+                lambda: s.service.stats()["closed_transport_overflow"] == 1, timeout=10
+            ), (await flooding, s.service.stats())
+            assert await eventually(lambda: tcp_state(sock) == TCP_CLOSE, timeout=2)
+            assert await eventually(lambda: s.manager.stats()["connections"] == 1)
+            frames = await read_frames(reader, produced, timeout=10)
+            assert [event_number(frame) for frame in frames] == list(range(produced))
+        finally:
+            sock.close()
