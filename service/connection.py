@@ -38,6 +38,9 @@ class Transport(Protocol):
 
     def send_text(self, data: str) -> Awaitable[None]: ...
 
+    # Optional: ``send_bytes(data) -> Awaitable[None]``, for binary frames queued
+    # with :meth:`FeedConnection.feed_bytes`.
+
     def close(self, code: int = 1000, reason: str | None = None) -> Awaitable[None]: ...
 
 
@@ -87,7 +90,7 @@ DeadCallback = Callable[["Connection", str, int], None]
 
 #: The queue of every connection that never had to buffer: most connections never
 #: do, and an empty deque costs ~600 bytes. Never mutated (see ``_own_queue``).
-_NO_QUEUE: deque[str] = deque(maxlen=0)
+_NO_QUEUE: deque[str | bytes] = deque(maxlen=0)
 
 
 @types.coroutine
@@ -215,26 +218,39 @@ class Connection:
             return
         self._own_queue()
         if keep is not None and self._queue:
-            kept = [text for text in self._queue if keep(text)]
+            kept = [text for text in self._queue if isinstance(text, bytes) or keep(text)]
             self._queue = deque(kept)
             self._queued_chars = sum(len(text) for text in kept)
         for text in reversed([text for text in first if self.accepts(text)]):
             self._queue.appendleft(text)
             self._queued_chars += len(text)
         while self._queue and self._writer is None and not self.closed:
-            text = self._queue.popleft()
-            self._queued_chars -= len(text)
+            frame = self._queue.popleft()
+            self._queued_chars -= len(frame)
             # Already accepted when queued; a send that suspends becomes the writer.
-            Connection.deliver(self, text)
+            if isinstance(frame, bytes):
+                self._send_awaitable(frame)
+            else:
+                Connection.deliver(self, frame)
         self._drop_queue_if_idle()
 
     def accepts(self, text: str) -> bool:
         """Whether the service's own frames reach this socket (see :class:`FeedConnection`)."""
         return True
 
-    def _send_awaitable(self, text: str) -> None:
+    def _send_binary(self, frame: bytes) -> Awaitable[None]:
+        send_bytes: Callable[[bytes], Awaitable[None]] | None = getattr(
+            self.transport, "send_bytes", None
+        )
+        if send_bytes is None:
+            raise TypeError(f"{type(self.transport).__name__} cannot send binary frames")
+        return send_bytes(frame)
+
+    def _send_awaitable(self, text: str | bytes) -> None:
         try:
-            awaitable = self.transport.send_text(text)
+            awaitable = (
+                self.transport.send_text(text) if isinstance(text, str) else self._send_binary(text)
+            )
         except Exception as exc:  # any failure means the socket is gone
             self._fail(exc)
             return
@@ -263,7 +279,10 @@ class Connection:
             while self._queue and not self.closed:
                 text = self._queue.popleft()
                 self._queued_chars -= len(text)
-                await self.transport.send_text(text)
+                if isinstance(text, str):
+                    await self.transport.send_text(text)
+                else:
+                    await self._send_binary(text)
                 self.sent += 1
         except asyncio.CancelledError:
             raise
@@ -281,7 +300,7 @@ class Connection:
         if not self._queue and self._writer is None and not self._held:
             self._queue = _NO_QUEUE
 
-    def _enqueue(self, text: str) -> None:
+    def _enqueue(self, text: str | bytes) -> None:
         self._own_queue()
         limits = self.limits
         if (
@@ -377,4 +396,15 @@ class FeedConnection(Connection):
         if self.closed:
             return False
         Connection.deliver(self, text)
+        return True
+
+    def feed_bytes(self, data: bytes) -> bool:
+        """Queue a binary frame from the other sender, in order with the texts (the
+        transport's ``send_bytes`` writes it); False once closed."""
+        if self.closed:
+            return False
+        if self._writer is None and not self._held:
+            self._send_awaitable(data)
+        else:
+            self._enqueue(data)
         return True

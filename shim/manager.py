@@ -348,6 +348,7 @@ class CompatWebSocketManager:
         writer = self.service.connection(route.connection_id)
         assert isinstance(writer, FeedConnection)
         route.feed = writer.feed
+        route.feed_bytes = writer.feed_bytes
         route.topic_of = self._topic_of
         if wire_format is WireFormat.ENVELOPE:
             # First frame on the socket, before any event can be routed to it.

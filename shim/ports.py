@@ -160,6 +160,7 @@ class Route:
         "encode_legacy",
         "endpoint",
         "feed",
+        "feed_bytes",
         "forbidden",
         "format",
         "legacy_mode",
@@ -219,6 +220,8 @@ class Route:
         #: The one writer's entry for frames not from the service (set on connect):
         #: queues a text, False once the connection is closed.
         self.feed: Callable[[str], bool] | None = None
+        #: ... and for binary frames, in order with the texts.
+        self.feed_bytes: Callable[[bytes], bool] | None = None
         #: Topics this client may not read (``authorize``), and the translated
         #: topic of a payload, to keep those from it on the legacy side too.
         self.forbidden: frozenset[str] = frozenset()
@@ -234,6 +237,14 @@ class Route:
             return
         feed = self.feed
         if feed is None or not feed(text):
+            self.counters.legacy_failed += 1
+            raise ClientGone("the client's connection is closed")
+        self.counters.legacy_sent += 1
+
+    def feed_legacy_bytes(self, data: bytes) -> None:
+        """Queue a binary frame of the app's on the one writer; ClientGone once closed."""
+        feed = self.feed_bytes
+        if feed is None or not feed(data):
             self.counters.legacy_failed += 1
             raise ClientGone("the client's connection is closed")
         self.counters.legacy_sent += 1
@@ -268,6 +279,8 @@ class LegacyPort:
         websocket.accept = self.accept
         websocket.send_json = self.send_json
         websocket.send_text = self.send_text
+        if hasattr(websocket, "send_bytes"):
+            websocket.send_bytes = self.send_bytes
 
     async def accept(self, *args: Any, **kwargs: Any) -> None:
         """The shim accepted the real socket already."""
@@ -276,14 +289,16 @@ class LegacyPort:
         route = self.route
         if route.forbidden and route.topic_of(data) in route.forbidden:
             return
+        if mode != "text" and route.format is WireFormat.LEGACY:
+            # An old client gets the app's binary frame as is, at every stage
+            # (an envelope client gets the payload translated, as for text).
+            route.feed_legacy_bytes(route.encode_legacy(data).encode())
+            return
         direct = route.send_direct
         if direct is not None and route.new_mode is not Mode.OFF and not IN_DUAL_WRITE.get():
             await direct(route, data)
         if route.legacy_mode is Mode.DELIVER:
-            if route.format is WireFormat.LEGACY and mode != "text":
-                await route.socket.send_json(data, mode)  # binary: not through the writer
-                route.counters.legacy_sent += 1
-            elif route.format is WireFormat.LEGACY:
+            if route.format is WireFormat.LEGACY:
                 # What Starlette's send_json sends, encoded once per broadcast.
                 route.feed_legacy(route.encode_legacy(data))
             else:
@@ -310,6 +325,11 @@ class LegacyPort:
                 route.record(route, Side.LEGACY, sent)
         elif route.legacy_mode is Mode.RECORD:
             route.record(route, Side.LEGACY, sent)
+
+    async def send_bytes(self, data: bytes) -> None:
+        """A binary frame of the app's: it has no standardized form, so it reaches the
+        client unchanged at every stage, queued on the one writer in order."""
+        self.route.feed_legacy_bytes(bytes(data))
 
 
 class ClientGone(RuntimeError):
@@ -355,6 +375,12 @@ class ServicePort:
 
     async def send_text(self, data: str) -> None:
         await self.route.socket.send_text(data)
+
+    async def send_bytes(self, data: bytes) -> None:
+        send_bytes = getattr(self.route.socket, "send_bytes", None)
+        if send_bytes is None:
+            raise TypeError("this socket cannot send binary frames")
+        await send_bytes(data)
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
         await self.route.socket.close(code, reason)

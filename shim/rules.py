@@ -1,8 +1,10 @@
 """The default translation rules: one per legacy payload shape in ``legacy.catalogue``.
 
-Adding a rule for a new legacy shape is a few lines here: name it, give the
-standardized type and topic, how to recognise the payload (``discriminator``
-or ``requires``) and which fields map where.
+These cover the reference backend's payloads. A migrating app keeps its own
+rules in its own module and passes them with ``CompatWebSocketManager(rules=...)``
+and ``ws-migration compare --rules package.module:callable`` (MIGRATION.md, step 2);
+a rule names the standardized type and topic, how to recognise the payload
+(``discriminator`` or ``requires``) and which fields map where.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from service.messages import PROTOCOL_TYPES, MessageType
+from service.messages import PROTOCOL_TYPES, MessageType, coerce_type, type_name
 from service.protocol import TOPIC_PATTERN
 
 from .diff import ExpectedDifference, MismatchKind
@@ -176,17 +176,19 @@ class ClientSpec(_Model):
 class NewMessage(_Model):
     """A new producer's message: ``service.broadcast(WebSocketMessage(...), topic)``."""
 
-    type: MessageType
+    #: A well-known :class:`MessageType` or an app-defined name (``job_done``).
+    type: MessageType | str
     data: dict[str, Any] = Field(default_factory=dict)
     topic: str | None = None
     timestamp: str | None = None
 
-    @field_validator("type")
+    @field_validator("type", mode="before")
     @classmethod
-    def _domain_type(cls, value: MessageType) -> MessageType:
-        if value in PROTOCOL_TYPES:
-            raise ValueError(f"{value.value!r} is a protocol type, not a producer event")
-        return value
+    def _domain_type(cls, value: object) -> MessageType | str:
+        kind = coerce_type(value)
+        if kind in PROTOCOL_TYPES:
+            raise ValueError(f"{type_name(kind)!r} is a protocol type, not a producer event")
+        return kind
 
     @field_validator("topic")
     @classmethod

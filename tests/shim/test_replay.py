@@ -290,7 +290,7 @@ def _problems(document: Any) -> list[tuple[str, str]]:
         ({"name": "no spaces"}, "$.name", "pattern"),
         ({"clients": []}, "$.clients", "at least 1"),
         ({"timline": []}, "$.timline", "Extra inputs"),
-        ({"timeline": [{"new": {"type": "bogus"}}]}, "$.timeline[0].new.type", "Input should be"),
+        ({"timeline": [{"new": {"type": "Not A Type"}}]}, "$.timeline[0].new.type", "invalid"),
         ({"timeline": [{"new": {"type": "ping"}}]}, "$.timeline[0].new.type", "protocol type"),
         ({"timeline": [{"legacy": [1]}]}, "$.timeline[0].legacy", "dictionary"),
         ({"timeline": [{"connect": "old", "legacy": {}}]}, "$.timeline[0]", "exactly one"),
@@ -378,3 +378,16 @@ def test_recording_accepts_local_urls() -> None:
     assert record_endpoint("ws://127.0.0.1:8000/ws/training") == "/ws/training"
     assert record_endpoint("ws://localhost:8000/ws") == "/ws"
     assert record_endpoint("ws://[::1]:8000") == "/"
+
+
+def test_a_new_step_may_use_the_apps_own_event_type() -> None:
+    scenario = parse_scenario(
+        {
+            "name": "t",
+            "clients": [{"id": "old", "endpoint": "/ws", "format": "legacy"}],
+            "timeline": [{"new": {"type": "job_done", "data": {"id": 1}, "topic": "jobs"}}],
+        },
+        source="s.json",
+    )
+    step = scenario.timeline[0].new
+    assert step is not None and step.type == "job_done"

@@ -22,6 +22,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection
 
@@ -382,3 +383,23 @@ async def test_a_ping_flooder_that_never_reads_is_reset_at_every_stage(stage: St
             assert [event_number(frame) for frame in frames] == list(range(produced))
         finally:
             sock.close()
+
+
+# -- 7. the app's binary frames: through the one writer, in order, at every stage -------
+
+
+@pytest.mark.parametrize("stage", list(Stage))
+async def test_the_apps_binary_frames_reach_the_client_in_order_at_every_stage(
+    stage: Stage,
+) -> None:
+    async with shim_server(stage) as s, connect(s.ws, compression=None) as old:
+        assert await eventually(lambda: s.manager.stats()["connections"] == 1)
+        (socket_of_the_app,) = s.manager.active_connections
+        await s.manager.broadcast(progress_event(1))
+        await socket_of_the_app.send_bytes(b"\x00\x01raw")
+        await socket_of_the_app.send_json({"café": 1}, mode="binary")
+        await s.manager.broadcast(progress_event(2))
+        frames = [await asyncio.wait_for(old.recv(), 5 * UNIT) for _ in range(4)]
+        assert frames[1:3] == [b"\x00\x01raw", '{"café":1}'.encode()]
+        assert [event_number(orjson.loads(frames[i])) for i in (0, 3)] == [1, 2]
+        assert s.manager.stats()["delivered"]["legacy"]["sent"] >= 2
