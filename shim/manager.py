@@ -95,7 +95,7 @@ from .stages import FixedStages, RoutingDecision, StageDecider
 from .translate import TEXT_KEY, TranslationError, TranslationRule, Translator
 from .wire import WireFormat, negotiate
 
-__all__ = ["LEGACY_CODEC", "CompatWebSocketManager"]
+__all__ = ["LEGACY_CODEC", "CompatWebSocketManager", "UserKey", "default_user_key"]
 
 LEGACY_CODEC = "legacy"
 
@@ -209,6 +209,10 @@ class CompatWebSocketManager:
       ``CLUSTER`` every worker's clients once, ``WORKER`` (the default) this
       worker's only; ``broadcast(payload, producer_scope=...)`` overrides it per call.
       With the in-process memory broker there is one worker and no difference.
+    - ``user_key``: ``user_key(websocket, principal) -> str | None``, who a client
+      is, so a percentage rollout keeps each user on one side and Unleash sees
+      ``userId`` (default :func:`default_user_key`: ``?user_id=``, ``X-User-Id``,
+      else the authenticated principal's ``sub``); None: the connection id.
     """
 
     def __init__(
@@ -225,6 +229,7 @@ class CompatWebSocketManager:
         producer_scope: ProducerScope | None = None,
         diff_flush_interval: float = 0.5,
         random_source: Callable[[], float] = random.random,
+        user_key: UserKey | None = None,
     ) -> None:
         if service is None:
             from service import websocket_service
@@ -242,6 +247,7 @@ class CompatWebSocketManager:
         self.flip_wait = flip_wait
         self.diff_flush_interval = diff_flush_interval
         self._random = random_source
+        self.user_key: UserKey = user_key or default_user_key
         self._routes: dict[int, Route] = {}  # id(real socket) -> route
         self._gate: _FlipGate | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -315,7 +321,7 @@ class CompatWebSocketManager:
             else:
                 await websocket.accept()
         endpoint = _endpoint(websocket)
-        user_id = _query(websocket).get("user_id") or _header(websocket, "x-user-id")
+        user_id = self.user_key(websocket, admission.principal)
         route = Route(
             websocket,
             connection_id="",
@@ -830,6 +836,18 @@ class CompatWebSocketManager:
 
 
 # -- helpers over Starlette's WebSocket (duck-typed so tests can pass doubles) ----------
+
+#: ``user_key(websocket, principal) -> str | None``: see ``CompatWebSocketManager``.
+UserKey = Callable[[Any, Any], str | None]
+
+
+def default_user_key(websocket: Any, principal: Any) -> str | None:
+    """``?user_id=``, else the ``X-User-Id`` header, else the principal's ``sub`` claim."""
+    user_id = _query(websocket).get("user_id") or _header(websocket, "x-user-id")
+    if user_id:
+        return str(user_id)
+    subject = principal.get("sub") if isinstance(principal, Mapping) else None
+    return str(subject) if subject else None
 
 
 def _scope(websocket: Any) -> Mapping[str, Any]:

@@ -72,3 +72,33 @@ async def test_origin_auth_and_authorization_through_the_shim() -> None:
             assert await asyncio.wait_for(legacy.recv(), 2 * UNIT) == "echo: hello"
         assert service.stats()["refused_origin"] == 1
         assert service.stats()["refused_auth"] == 1
+
+
+async def test_a_percentage_rollout_is_sticky_per_user_however_the_app_names_users() -> None:
+    """The JWT's ``sub`` by default; the app's own ``user_key`` (here a cookie) instead."""
+
+    def cookie_user(websocket: Any, principal: Any) -> str | None:
+        uid = websocket.cookies.get("uid")
+        return None if uid is None else str(uid)
+
+    for user_key, expected in ((None, "alice"), (cookie_user, "u-42")):
+        service = WebSocketService(
+            heartbeat_interval=None, authenticate=JWTAuthenticator(key=SECRET)
+        )
+        manager = CompatWebSocketManager(
+            service=service, decider=FixedStages(default=Stage.LIVE), user_key=user_key
+        )
+        headers = {"Authorization": f"Bearer {hs_token('alice')}", "Cookie": "uid=u-42"}
+        async with (
+            running_server(legacy_app(manager)) as url,
+            connect(f"{url}/ws", additional_headers=headers),
+            connect(f"{url}/ws", additional_headers=headers),
+        ):
+            for _ in range(int(200 * UNIT)):
+                if len(list(manager.routes())) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            routes = list(manager.routes())
+            assert [route.stickiness_key for route in routes] == [expected, expected]
+        await manager.stop()
+        manager.close()
