@@ -167,7 +167,9 @@ class TranslationRule:
       like every field name here, a dotted path reaches into nested objects.
     - ``sample``: an example payload of the shape. When given, the rule must match
       it, every mapped legacy path and the timestamp must exist in it, and the
-      translator checks it round-trips exactly, all when the rule is built.
+      translator checks it round-trips exactly, all when the rule is built. Its key
+      order is the one ``to_legacy`` writes (without a sample: the order of the
+      first payload the rule matched in this process).
     """
 
     name: str
@@ -327,6 +329,11 @@ class Translator:
         self._reverse: dict[MessageType | str, tuple[_Plan, ...]] = {}
         self._index(self._rules)
         self._matched: Counter[str] = Counter({rule.name: 0 for rule in self._rules})
+        #: Per rule, the key layout of its sample, else of the first payload it matched:
+        #: to_legacy writes keys in that order (old clients get the app's bytes).
+        self._layouts: dict[str, Mapping[str, Any]] = {
+            rule.name: rule.sample for rule in self._rules if rule.sample is not None
+        }
         self._untranslated = 0
         self._errors = 0
         self._collisions = 0
@@ -456,6 +463,8 @@ class Translator:
             self._errors += 1
             raise TranslationError(rule.name, f"{type(exc).__name__}: {exc}") from exc
         self._matched[rule.name] += 1
+        if rule.name not in self._layouts:
+            self._layouts[rule.name] = _layout(payload)
         message = WebSocketMessage(
             type=rule.message_type,
             data=data,
@@ -518,7 +527,7 @@ class Translator:
         if rule is None:
             return None
         try:
-            payload, collisions = _backward(rule, data, stamp)
+            payload, collisions = _backward(rule, data, stamp, self._layouts.get(rule.name))
         except Exception as exc:
             self._errors += 1
             raise TranslationError(rule.name, f"{type(exc).__name__}: {exc}") from exc
@@ -647,9 +656,13 @@ def _forward(plan: _Plan, payload: dict[str, Any]) -> tuple[dict[str, Any], str 
 
 
 def _backward(
-    rule: TranslationRule, data: dict[str, Any], stamp: str
+    rule: TranslationRule,
+    data: dict[str, Any],
+    stamp: str,
+    layout: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], int]:
-    """Return ``(legacy payload, collisions)`` for a message ``rule`` was chosen for."""
+    """Return ``(legacy payload, collisions)`` for a message ``rule`` was chosen for,
+    its keys ordered like ``layout`` (the legacy payload's, when known)."""
     leftover = dict(data)
     for key in rule.data_constants:
         del leftover[key]  # present: they selected the rule
@@ -683,13 +696,21 @@ def _backward(
         if not _same(payload.get(key), value):
             collisions += 1
             payload[key] = value
-    if rule.sample is not None:
-        payload = _ordered_like(payload, rule.sample)
+    if layout is not None:
+        payload = _ordered_like(payload, layout)
     return payload, collisions
 
 
+def _layout(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of ``payload``, nested objects' too, in order (values dropped)."""
+    return {
+        key: _layout(value) if isinstance(value, Mapping) else None
+        for key, value in payload.items()
+    }
+
+
 def _ordered_like(value: dict[str, Any], template: Mapping[str, Any]) -> dict[str, Any]:
-    """``value`` with its keys in the order the rule's sample has them, nested too.
+    """``value`` with its keys in the order ``template`` has them, nested too.
 
     Old clients then get the frame byte for byte as the app wrote it (JSON text
     keeps insertion order); keys the sample lacks follow in their own order.

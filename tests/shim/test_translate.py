@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import orjson
@@ -718,3 +719,19 @@ def test_a_new_shape_is_a_few_lines() -> None:
     }
     assert translation.message.timestamp == TS
     assert translator.to_legacy(translation.message) == payload
+
+
+def test_without_a_sample_old_payloads_come_back_in_the_apps_key_order() -> None:
+    rule = TranslationRule(
+        "job_state",
+        "job_state",
+        "jobs",
+        discriminator=("kind", "state"),
+        fields=(("job.id", "job_id"), "state"),
+        timestamp_field="at",
+    )
+    translator = Translator(rules=[rule])
+    payload = {"state": "done", "at": "2026-12-04T10:00:00Z", "job": {"queue": "q", "id": "j"}}
+    payload = {"job": payload["job"], "kind": "state", **payload}  # the app's own order
+    back = translator.to_legacy(translator.to_standard(payload).message)
+    assert json.dumps(back) == json.dumps(payload)  # same keys, same order, nested too
