@@ -127,3 +127,23 @@ async def test_operator_endpoints_need_the_token_and_the_dashboard_feed_does_not
         assert feed.status_code == 200
         assert set(feed.json()) == {"endpoints", "diff", "editable", "flags_mode", "last_reroute"}
     assert backend.stages() <= {Stage.LEGACY}
+
+
+async def test_at_every_stage_an_anonymous_or_wrong_token_flip_is_refused_and_changes_nothing(
+    backend: Backend, toggles: Path
+) -> None:
+    wrong = {"authorization": "Bearer not-the-token"}
+    async with httpx.AsyncClient(base_url=backend.http_url, timeout=10) as anonymous:
+        for stage in Stage:
+            answer = await backend.http.post("/ops/stage", json={"endpoint": "/ws", "stage": stage})
+            assert answer.status_code == 200
+            await backend.decides({"/ws": stage, "/ws/training": Stage.LEGACY})
+            before = toggles.read_bytes()
+            target = Stage.LEGACY if stage is not Stage.LEGACY else Stage.NEW
+            for headers in ({}, wrong):
+                answer = await anonymous.post(
+                    "/ops/stage", json={"endpoint": "/ws", "stage": target}, headers=headers
+                )
+                assert answer.status_code == 401, (stage, headers)
+            assert toggles.read_bytes() == before
+            assert (await backend.migration())["endpoints"]["/ws"]["stage"] == stage.value

@@ -83,7 +83,7 @@ def test_a_single_stage_and_quiet(tmp_path: Path) -> None:
 
 def test_a_malformed_scenario_exits_2_naming_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
-    bad.write_text('{"name": "bad", "clients": [], "timeline": [{"new": {"type": "nope"}}]}')
+    bad.write_text('{"name": "bad", "clients": [], "timeline": [{"new": {"type": "Not A Type"}}]}')
     done = run(SCENARIOS / "catalogue.json", bad)
     assert done.returncode == 2
     assert f"{bad}: $.clients:" in done.stderr
