@@ -23,7 +23,14 @@ from typing import Any, Protocol
 
 from .errors import CloseCode
 
-__all__ = ["Connection", "FeedConnection", "OverflowPolicy", "SendLimits", "Transport"]
+__all__ = [
+    "Connection",
+    "FeedConnection",
+    "OverflowPolicy",
+    "SendLimits",
+    "Transport",
+    "resume_stepped",
+]
 
 
 class Transport(Protocol):
@@ -94,7 +101,7 @@ _NO_QUEUE: deque[str | bytes] = deque(maxlen=0)
 
 
 @types.coroutine
-def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
+def resume_stepped(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
     """Continue a coroutine that was stepped by hand and suspended on ``pending``.
 
     This is Python 3.12's eager task start, done by hand for 3.11: the first step
@@ -265,7 +272,7 @@ class Connection:
         except Exception as exc:
             self._fail(exc)
             return
-        self._start_writer(_resume(awaitable, pending))
+        self._start_writer(resume_stepped(awaitable, pending))
 
     def _start_writer(self, first: Awaitable[Any]) -> None:
         if self._loop is None:

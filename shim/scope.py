@@ -24,6 +24,8 @@ from collections.abc import Coroutine
 from enum import StrEnum
 from typing import Any
 
+from service.connection import resume_stepped
+
 __all__ = ["ProducerScope", "run_eagerly"]
 
 
@@ -56,25 +58,8 @@ def run_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
     except BaseException:
         coro.close()
         raise
-    return asyncio.get_running_loop().create_task(_resume(coro, suspended_on))
+    return asyncio.get_running_loop().create_task(_finish(coro, suspended_on))
 
 
-async def _resume(coro: Coroutine[Any, Any, None], suspended_on: Any) -> None:
-    """Drive ``coro`` on from where :func:`run_eagerly` left it, as a task would."""
-    while True:
-        try:
-            if suspended_on is None:  # a bare yield (asyncio.sleep(0))
-                await asyncio.sleep(0)
-                result = None
-            else:
-                result = await suspended_on
-        except BaseException as exc:  # the awaited future failed: into the coroutine
-            try:
-                suspended_on = coro.throw(exc)
-            except StopIteration:
-                return
-            continue
-        try:
-            suspended_on = coro.send(result)
-        except StopIteration:
-            return
+async def _finish(coro: Coroutine[Any, Any, None], suspended_on: Any) -> None:
+    await resume_stepped(coro, suspended_on)
