@@ -25,6 +25,7 @@ import gc
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 import orjson
@@ -310,16 +311,31 @@ def _shim(
     return endpoint, broadcast_one, lambda: len(manager.active_connections), lifespan
 
 
-def _track_stall(control: Control, websocket: WebSocket) -> WebSocket | None:
+class _SocketWrites:
+    """The socket's own ``send_text``, taken before any manager wraps it.
+
+    The migration shim replaces a socket's send methods with its writer's queue
+    (they never block); the fill must reach the socket itself, as for every other
+    variant, or the stalled clients' buffers never fill.
+    """
+
+    __slots__ = ("__weakref__", "send_text")
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.send_text = partial(WebSocket.send_text, websocket)
+
+
+def _track_stall(control: Control, websocket: WebSocket) -> _SocketWrites | None:
     if is_stall_request(websocket.scope.get("query_string", b"")):
-        control.stallable.add(websocket)
-        return websocket
+        writes = _SocketWrites(websocket)
+        control.stallable.add(writes)
+        return writes
     return None
 
 
-def _untrack(control: Control, websocket: WebSocket | None) -> None:
-    if websocket is not None:
-        control.stallable.discard(websocket)
+def _untrack(control: Control, writes: _SocketWrites | None) -> None:
+    if writes is not None:
+        control.stallable.discard(writes)
 
 
 def build_app(variant: Variant, *, profile: str | None = None) -> tuple[Any, Control]:
