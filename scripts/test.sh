@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 bash scripts/ensure-services.sh
 bash scripts/ensure-browser.sh
+bash scripts/ensure-node-clients.sh
 if [ -x scripts/unleash/ensure-unleash.sh ] || [ -f scripts/unleash/ensure-unleash.sh ]; then
     bash scripts/unleash/ensure-unleash.sh
 fi

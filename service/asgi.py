@@ -22,19 +22,13 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .directsend import (
-    DirectSendMiddleware,
-    abort_connection,
-    direct_writer,
-    enable_direct_send,
-    forget_handshake,
-    transport_probe,
-)
+from .directsend import DirectSendMiddleware, enable_direct_send
 from .errors import ConnectionRefused, ErrorCode, ProtocolError
 from .handshake import ENVELOPE_SUBPROTOCOL, select_subprotocol
 from .hub import WebSocketService
 from .protocol import error_message
 from .redact import install_log_redaction
+from .transport import AsgiTransport
 
 __all__ = [
     "AsgiTransport",
@@ -69,11 +63,9 @@ async def serve(
             websocket,
             {"path": websocket.scope["path"], **(metadata or {})},
             subprotocol=subprotocol,
-            transport=AsgiTransport(websocket),
         )
     except ConnectionRefused:
         return
-    forget_handshake(websocket.scope)
     try:
         for topic in topics:
             try:
@@ -96,38 +88,6 @@ async def serve(
         pass
     finally:
         await service.disconnect(connection_id)
-
-
-class AsgiTransport:
-    """Sends text frames straight to the ASGI ``send`` of an accepted WebSocket.
-
-    Starlette's ``send_text`` re-checks the connection state and builds the event
-    on every call; on the broadcast path that is per-recipient work the service
-    does not need (it tracks its connections itself; a send to a gone client
-    raises from the server and removes the connection). Closing still goes
-    through Starlette, which keeps its state right. ``write_now`` is the
-    pre-framed fast path when the server allows one (:mod:`service.directsend`),
-    else ``None``; ``write_buffer_size`` returns what the server's transport holds
-    unsent (capped by ``SendLimits.max_transport_bytes``), ``None`` when unknown.
-    """
-
-    __slots__ = ("_send", "_websocket", "write_buffer_size", "write_now")
-
-    def __init__(self, websocket: WebSocket) -> None:
-        self._websocket = websocket
-        self._send = websocket._send
-        self.write_now: Callable[[str], bool] | None = direct_writer(websocket)
-        self.write_buffer_size: Callable[[], int] | None = transport_probe(websocket.scope)
-
-    def send_text(self, data: str) -> Awaitable[None]:
-        return self._send({"type": "websocket.send", "text": data})
-
-    async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        await self._websocket.close(code, reason)
-
-    def abort(self) -> bool:
-        """Drop the TCP connection (a close that timed out); False if the server cannot."""
-        return abort_connection(self._websocket.scope)
 
 
 class ServiceEndpoint:

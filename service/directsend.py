@@ -3,24 +3,26 @@
 On uvicorn's default WebSocket implementation (``websockets-sansio``) every
 ``websocket.send`` event costs, per recipient, Starlette's exception wrapper, the
 ASGI event dict, a UTF-8 encode, the ``websockets`` frame serializer and a
-``bytes.join``. A broadcast sends the same text to every recipient, and a server
-frame is not masked, so the frame bytes are the same for all of them: this module
-builds them once per text (:func:`text_frame`) and writes them to each socket's
-transport directly.
+``bytes.join`` (and with permessage-deflate a compressor and a compression). A
+broadcast sends the same text to every recipient, and a server frame is not
+masked, so the frame bytes are the same for all of them: :mod:`service.frames`
+builds them once per text (and compresses once per distinct set of negotiated
+deflate parameters), and this module writes them to each socket's transport.
 
 That is only correct while the connection is in the state where uvicorn itself
-would write the frame unchanged: handshake done, no close sent or received, no
-extension negotiated (permessage-deflate compresses per connection) and the
-transport under its high-water mark. :func:`write_text_now` checks exactly that
-on every send and otherwise declines, and the sender (``service.asgi.AsgiTransport``)
-goes through the ASGI ``send`` like any other,
+would write an equivalent frame: handshake done, no close sent or received, the
+transport under its high-water mark, and either no extension or permessage-deflate
+with a server side that keeps no compression context (:func:`enable_direct_send`
+arranges that, so uvicorn's own sends and the shared frames interleave). The
+writers check exactly that on every send and otherwise decline, and the sender
+(``service.asgi.AsgiTransport``) goes through the ASGI ``send`` like any other,
 which also keeps uvicorn's flow control (a paused transport makes the send
 suspend, and the service's connection buffers behind it).
 
 The raw ``send`` is visible only outside Starlette's exception middleware, so
 :class:`DirectSendMiddleware` (pure ASGI, added with ``app.add_middleware``) hands
-uvicorn's protocol object to :func:`service.asgi.serve` through the scope. On any
-other server nothing changes.
+uvicorn's protocol object to the service through the scope, where
+:func:`service.transport.transport_for` finds it. On any other server nothing changes.
 
 The same middleware also notes the protocol of uvicorn's other ``--ws``
 implementations (``websockets``, ``wsproto``) under :data:`SERVER_KEY`: they get
@@ -38,15 +40,21 @@ from contextlib import suppress
 from functools import partial
 from typing import Any
 
-from websockets.protocol import State
+from .frames import SharedDeflate, frame_header, shared_deflate, text_frame
 
 _SansIOProtocol: type | None
-try:  # uvicorn is the server we know how to write to; any other one is fine too
+_OPEN: Any = None
+try:  # uvicorn's websockets-sansio is the server we know how to write to; any other
+    # one (or a deployment without the websockets package) is fine too: no fast path
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-except ImportError:  # pragma: no cover - uvicorn not installed
+    from websockets.extensions.permessage_deflate import PerMessageDeflate
+    from websockets.headers import build_extension, parse_extension
+    from websockets.protocol import State
+except ImportError:  # pragma: no cover - uvicorn or websockets not installed
     _SansIOProtocol = None
 else:
     _SansIOProtocol = WebSocketsSansIOProtocol
+    _OPEN = State.OPEN
 
 __all__ = [
     "SCOPE_KEY",
@@ -57,8 +65,10 @@ __all__ = [
     "direct_writer",
     "enable_direct_send",
     "forget_handshake",
+    "frame_header",
     "text_frame",
     "transport_probe",
+    "write_deflated_now",
     "write_text_now",
 ]
 
@@ -67,36 +77,6 @@ SCOPE_KEY = "service.direct_send"
 #: Scope key of uvicorn's protocol object on any of its WebSocket implementations,
 #: for its transport only (abort, write buffer size).
 SERVER_KEY = "service.server_protocol"
-
-_OPEN = State.OPEN
-# The last text framed and its frame, as one tuple so that a reader in another
-# thread never pairs one text with another's frame.
-_last: tuple[str, bytes] = ("", bytes((0x81, 0)))
-
-
-def frame_header(length: int) -> bytes:
-    """The header of an unmasked, final text frame carrying ``length`` payload bytes."""
-    if length < 126:
-        return bytes((0x81, length))
-    if length < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, length)
-    return struct.pack("!BBQ", 0x81, 127, length)
-
-
-def text_frame(text: str) -> bytes:
-    """The wire bytes of a server text frame for ``text``, built once per text object.
-
-    Fan-out passes the same ``str`` object for every recipient of a broadcast, so
-    an identity check against the last one built is the whole cache.
-    """
-    global _last
-    last = _last
-    if text is last[0]:
-        return last[1]
-    payload = text.encode()
-    frame = frame_header(len(payload)) + payload
-    _last = (text, frame)
-    return frame
 
 
 def write_text_now(protocol: Any, text: str) -> bool:
@@ -115,11 +95,43 @@ def write_text_now(protocol: Any, text: str) -> bool:
     return False
 
 
+def write_deflated_now(protocol: Any, shared: SharedDeflate, text: str) -> bool:
+    """Write ``text`` as the broadcast's shared compressed frame on a connection that
+    negotiated permessage-deflate with ``shared``'s parameters; ``False`` (nothing
+    written) when uvicorn would not write now."""
+    if protocol.writable.is_set() and not protocol.close_sent and protocol.conn.state is _OPEN:
+        transport = protocol.transport
+        if not transport.is_closing():
+            transport.write(shared.frame(text))
+            return True
+    return False
+
+
 def direct_writer(websocket: Any) -> Callable[[str], bool] | None:
-    """The fast path for any socket object with an ASGI ``scope``, or ``None``."""
+    """The fast path for any socket object with an ASGI ``scope``, or ``None``.
+
+    Plain frames for a connection without extensions; the shared compressed frame
+    for one with permessage-deflate whose server side keeps no context (what
+    :func:`enable_direct_send` arranges); ``None`` for anything else.
+    """
     scope = getattr(websocket, "scope", None)
     protocol = scope.get(SCOPE_KEY) if isinstance(scope, Mapping) else None
-    return None if protocol is None else partial(write_text_now, protocol)
+    if protocol is None:
+        return None
+    extensions = protocol.conn.extensions
+    if not extensions:
+        return partial(write_text_now, protocol)
+    shared = _shared_for(extensions)
+    return None if shared is None else partial(write_deflated_now, protocol, shared)
+
+
+def _shared_for(extensions: list[Any]) -> SharedDeflate | None:
+    if len(extensions) != 1:
+        return None
+    (extension,) = extensions
+    if not isinstance(extension, PerMessageDeflate) or not extension.local_no_context_takeover:
+        return None
+    return shared_deflate(extension.local_max_window_bits, extension.compress_settings)
 
 
 def direct_protocol(scope: MutableMapping[str, Any]) -> Any | None:
@@ -169,13 +181,16 @@ def _server_transport(scope: Mapping[str, Any]) -> Any | None:
     return None if protocol is None else getattr(protocol, "transport", None)
 
 
-def forget_handshake(scope: Mapping[str, Any]) -> None:
+def forget_handshake(scope: Mapping[str, Any] | None) -> None:
     """Let uvicorn's copy of the handshake request and response go once the socket is open.
 
     uvicorn keeps both (headers and all, ~3 KiB) for the life of the connection
     but reads them only while the handshake is in progress; a fan-out server with
     thousands of idle subscribers should not. The ASGI scope keeps its headers.
+    Nothing happens for a scope the middleware did not prepare (or ``None``).
     """
+    if not isinstance(scope, Mapping):
+        return
     protocol = scope.get(SCOPE_KEY)
     if protocol is not None and protocol.handshake_complete:
         protocol.request = None
@@ -183,7 +198,11 @@ def forget_handshake(scope: Mapping[str, Any]) -> None:
 
 
 class DirectSendMiddleware:
-    """Pure ASGI middleware that lets :func:`service.asgi.serve` write frames directly.
+    """Pure ASGI middleware that lets the service write frames directly.
+
+    Every connection the service registers from a socket it prepared uses the
+    fast path: :func:`service.asgi.serve`, and the migration guide's own endpoint
+    (``websocket_service.connect(websocket)``, see :mod:`service.transport`).
 
     Add it to the app (``app.add_middleware(DirectSendMiddleware)``); it does
     nothing for HTTP, nor for WebSockets served by anything but uvicorn. On
@@ -226,5 +245,44 @@ def enable_direct_send(scope: MutableMapping[str, Any], send: Any) -> None:
         _SansIOProtocol is not None
         and isinstance(protocol, _SansIOProtocol)
         and all(hasattr(protocol, name) for name in _PROTOCOL_ATTRIBUTES)
+        and isinstance(getattr(getattr(protocol, "conn", None), "extensions", None), list)
     ):
         scope[SCOPE_KEY] = protocol
+        _compress_without_context(protocol)
+
+
+_EXTENSIONS_HEADER = "Sec-WebSocket-Extensions"
+_NO_SERVER_CONTEXT = ("server_no_context_takeover", None)
+
+
+def _compress_without_context(protocol: Any) -> None:
+    """Make uvicorn's permessage-deflate encoder compress each message on its own.
+
+    Then the frames it compresses itself (a send that had to wait) and the shared
+    broadcast frames of :func:`write_deflated_now` interleave correctly, and no
+    per-connection compressor (about 30 KiB) stays alive between messages. The
+    server may always decide this (RFC 7692 §7.1.1.1); before the handshake
+    response goes out it also says so with ``server_no_context_takeover`` (allowed
+    in a response to any offer), so the client may drop its own window too.
+    """
+    for extension in protocol.conn.extensions:
+        if isinstance(extension, PerMessageDeflate) and not extension.local_no_context_takeover:
+            extension.local_no_context_takeover = True
+            with suppress(AttributeError):
+                del extension.encoder
+            response = protocol.response
+            if response is not None and not protocol.handshake_complete:
+                _announce_no_server_context(response.headers)
+
+
+def _announce_no_server_context(headers: Any) -> None:
+    value = headers.get(_EXTENSIONS_HEADER)
+    if value is None:
+        return
+    parsed = parse_extension(value)
+    if len(parsed) != 1 or parsed[0][0] != PerMessageDeflate.name:
+        return
+    name, params = parsed[0]
+    if _NO_SERVER_CONTEXT not in params:
+        del headers[_EXTENSIONS_HEADER]
+        headers[_EXTENSIONS_HEADER] = build_extension([(name, [*params, _NO_SERVER_CONTEXT])])

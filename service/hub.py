@@ -40,6 +40,7 @@ from .auth import (
 )
 from .brokers import Broker, Publication, from_url
 from .connection import Connection, FeedConnection, SendLimits, Transport
+from .directsend import forget_handshake
 from .errors import (
     AuthenticationFailed,
     CloseCode,
@@ -73,6 +74,7 @@ from .protocol import (
     validate_topic,
 )
 from .registry import TopicRegistry
+from .transport import transport_for
 
 __all__ = [
     "ALL_TOPIC",
@@ -668,8 +670,10 @@ class WebSocketService:
         migration shim's legacy side) feeds the same bounded writer.
 
         ``transport`` sends the frames when given (``websocket`` is then only
-        accepted, checked and closed); ``service.asgi`` passes one that skips
-        Starlette's per-send bookkeeping.
+        accepted, checked and closed). Without it, a socket that
+        ``DirectSendMiddleware`` or ``ServiceEndpoint`` prepared is written through
+        uvicorn's direct path (:func:`service.transport.transport_for`), so the
+        guide's own endpoint gets the same fast broadcasts as ``serve()``.
 
         Runs the access rules first (:meth:`admit`) unless ``admission`` says they
         already ran. Accepts the socket when it has an ``accept`` coroutine and is
@@ -701,6 +705,7 @@ class WebSocketService:
         except BaseException:
             self.release(admission)
             raise
+        forget_handshake(getattr(websocket, "scope", None))
         connection_id = uuid.uuid4().hex
         public = dict(metadata or {})
         private = public
@@ -714,7 +719,7 @@ class WebSocketService:
             "codec": codec,
             "heartbeat": heartbeat and self.heartbeat is not None,
         }
-        sender = websocket if transport is None else transport
+        sender = transport_for(websocket) if transport is None else transport
         connection = (
             Connection(connection_id, sender, **options)
             if accepts is None

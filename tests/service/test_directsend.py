@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -35,12 +36,15 @@ from service.directsend import (
     SCOPE_KEY,
     DirectSendMiddleware,
     direct_protocol,
+    direct_writer,
     enable_direct_send,
     forget_handshake,
     frame_header,
     text_frame,
+    write_deflated_now,
     write_text_now,
 )
+from service.frames import shared_deflate
 from tests.support import (
     UNIT,
     connect,
@@ -129,10 +133,13 @@ def test_a_new_text_after_the_cached_one_was_dropped_is_framed_afresh() -> None:
 
 
 def payload_of(frame: bytes) -> str:
-    """The text of one unmasked frame built by text_frame (header stripped)."""
+    """The text of one unmasked frame built by text_frame or a SharedDeflate."""
     marker = frame[1] & 0x7F
     start = 2 if marker < 126 else 4 if marker == 126 else 10
-    return frame[start:].decode()
+    payload = frame[start:]
+    if frame[0] & 0x40:  # RSV1: compressed without context
+        payload = zlib.decompressobj(wbits=-15).decompress(payload + b"\x00\x00\xff\xff")
+    return payload.decode()
 
 
 class FakeTransport:
@@ -400,9 +407,10 @@ def test_enable_direct_send_ignores_a_send_that_is_not_uvicorns() -> None:
 
 
 def _bare_sansio_protocol() -> Any:
-    protocol = WebSocketsSansIOProtocol.__new__(WebSocketsSansIOProtocol)
-    for name in ("writable", "close_sent", "conn", "transport", "handshake_complete"):
+    protocol: Any = WebSocketsSansIOProtocol.__new__(WebSocketsSansIOProtocol)
+    for name in ("writable", "close_sent", "transport", "handshake_complete"):
         setattr(protocol, name, None)
+    protocol.conn = SimpleNamespace(extensions=[])
     return protocol
 
 
@@ -413,9 +421,13 @@ def test_enable_direct_send_finds_uvicorns_sansio_protocol() -> None:
     assert direct_protocol(scope) is protocol
 
 
-def test_a_protocol_missing_what_the_fast_path_reads_is_left_alone() -> None:
+@pytest.mark.parametrize("rename", ["writable", "conn.extensions"])
+def test_a_protocol_missing_what_the_fast_path_reads_is_left_alone(rename: str) -> None:
     protocol = _bare_sansio_protocol()
-    del protocol.writable  # as if a uvicorn release renamed it
+    if rename == "writable":
+        del protocol.writable  # as if a uvicorn release renamed it
+    else:
+        protocol.conn = SimpleNamespace()  # ... or websockets renamed this one
     scope = _scope()
     enable_direct_send(scope, protocol.send)
     assert direct_protocol(scope) is None
@@ -429,6 +441,42 @@ def test_the_transport_has_a_fast_path_only_with_a_protocol_in_scope() -> None:
     fast = AsgiTransport(StarletteWebSocket(scope, _receive, _ignore))
     assert fast.write_now is not None and fast.write_now("hi")
     assert protocol.wire == [("direct", "hi")]
+
+
+def _writer_for(extensions: list[Any]) -> Any:
+    scope = _scope()
+    scope[SCOPE_KEY] = protocol = FakeProtocol()
+    protocol.conn.extensions = extensions
+    return direct_writer(StarletteWebSocket(scope, _receive, _ignore))
+
+
+def test_the_writer_matches_what_the_connection_negotiated() -> None:
+    plain = _writer_for([])
+    assert plain.func is write_text_now
+    shared = _writer_for([PerMessageDeflate(False, True, 15, 11, {"memLevel": 5})])
+    assert shared.func is write_deflated_now
+    assert shared.args[1] is shared_deflate(11, {"memLevel": 5})
+    # A server side that keeps compression context (not prepared by the middleware),
+    # or any other extension: no shared frames, uvicorn's own send.
+    assert _writer_for([PerMessageDeflate(False, False, 15, 12)]) is None
+    assert _writer_for([SimpleNamespace(name="x-other")]) is None
+    two = [PerMessageDeflate(False, True, 15, 12), SimpleNamespace(name="x-other")]
+    assert _writer_for(two) is None
+
+
+def test_a_shared_compressed_frame_is_written_only_when_uvicorn_would_write() -> None:
+    protocol = FakeProtocol()
+    shared = shared_deflate(12, {"memLevel": 5})
+    text = "compressed once " * 20
+    assert write_deflated_now(protocol, shared, text)
+    assert protocol.wire == [("direct", text)]
+    for unsafe in UNSAFE.values():
+        refused = FakeProtocol()
+        unsafe(refused)
+        if refused.conn.extensions:  # the plain writer's own condition, not this one's
+            continue
+        assert not write_deflated_now(refused, shared, text)
+        assert refused.wire == []
 
 
 def test_the_handshake_is_forgotten_only_once_it_is_complete() -> None:
@@ -587,9 +635,10 @@ async def test_many_small_broadcasts_keep_their_order(fallback_sends: dict[int, 
 
 
 @pytest.mark.integration
-async def test_a_deflate_client_falls_back_and_gets_the_same_messages(
+async def test_a_deflate_client_gets_shared_compressed_frames_directly_too(
     fallback_sends: dict[int, int],
 ) -> None:
+    # tests/service/test_compressed_fanout.py checks the frames themselves.
     async with (
         server() as (service, url),
         connect(f"{url}/ws") as deflate,  # websockets offers permessage-deflate by default
@@ -605,8 +654,8 @@ async def test_a_deflate_client_falls_back_and_gets_the_same_messages(
             got = [await receive_json(ws) for _ in texts]
             assert [m["data"]["pad"] for m in got] == texts
         assert direct(service, deflate_id) and direct(service, plain_id)
-        # connection_established, the pong and 4 broadcasts each
-        assert fallback_sends.get(port_of(deflate), 0) == 6
+        # connection_established, the pong and 4 broadcasts each, all written directly
+        assert fallback_sends.get(port_of(deflate), 0) == 0
         assert fallback_sends.get(port_of(plain), 0) == 0
 
 

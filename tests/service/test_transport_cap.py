@@ -272,7 +272,7 @@ DEFLATE = "Sec-WebSocket-Extensions: permessage-deflate\r\n"
     [
         # uvicorn's default: pongs pile up in the transport without end.
         pytest.param("websockets-sansio", 512 * 1024, "", id="websockets-sansio"),
-        # The same with compression negotiated: no direct-send path for the flooder.
+        # The same with compression negotiated (the flooder's frames go compressed).
         pytest.param("websockets-sansio", 512 * 1024, DEFLATE, id="websockets-sansio-deflate"),
         # The legacy implementation stops reading at its 64 KiB high-water mark, so
         # the flood cannot pass that; a cap below it shows the check reaches it too.
@@ -298,7 +298,7 @@ async def test_a_ping_flooder_that_never_reads_is_reset_and_others_keep_receivin
             assert service.stats()["connections"] == 2
             (flooder,) = [c for c in service.connections.values() if c.metadata["path"] == "/quiet"]
             protocol = flooder.transport._websocket.scope.get(SCOPE_KEY)  # type: ignore[attr-defined]
-            if headers == DEFLATE:  # the direct path declines for a compressed connection
+            if headers == DEFLATE:  # negotiated: its frames are the shared compressed ones
                 assert protocol is not None and protocol.conn.extensions
             reader = Reader()
             reading = asyncio.create_task(read_progress(reader_ws, reader))
