@@ -85,6 +85,7 @@ class Tally:
         self.received = 0
         self.frames: list[bytes] = []
         self.times = array("d")
+        self.wire = 0
         self.complete: asyncio.Event | None = None
 
     def reset(self, burst: int, expected: int) -> None:
@@ -98,17 +99,21 @@ class Tally:
         self.received = 0
         self.frames = []
         self.times = array("d")
+        self.wire = 0
         self.complete = asyncio.Event()
 
-    def seen(self, subscriber: Subscriber, data: bytes) -> None:
+    def seen(self, subscriber: Subscriber, data: bytes, wire: int) -> None:
         """Keep a frame of the measured burst with its receive time; parse it later.
 
-        The hot path is one substring test and two appends: ``sent_at`` is only
-        parsed after the burst (:meth:`latencies_of`), so the client stays cheap.
+        ``wire`` is what the message took on the wire (frame header and payload as
+        received, compressed or not). The hot path is one substring test, two
+        appends and a sum: ``sent_at`` is only parsed after the burst
+        (:meth:`latencies`), so the client stays cheap.
         """
         if self.marker in data and subscriber.counting:
             self.frames.append(data)
             self.times.append(time.time())
+            self.wire += wire
             self.received += 1
             subscriber.got += 1
             if self.received >= self.expected and self.complete is not None:
@@ -127,6 +132,11 @@ class Tally:
             first = min(first, marks[1])
             size += len(data)
         return out, first, max(self.times, default=0.0), size
+
+
+def _frame_bytes(payload: int) -> int:
+    """Bytes of an unmasked server frame carrying ``payload`` bytes (header included)."""
+    return payload + (2 if payload < 126 else 4 if payload < 1 << 16 else 10)
 
 
 # picows is imported lazily so that importing this module (for tests, mypy) does
@@ -156,13 +166,12 @@ def _make_subscriber_class() -> Any:
             self.parts: list[bytes] = []
             self.compressed = False
             self.inflater: Any = None
-            self.reset_inflater = False
-            self.window = 15
             if negotiated and "permessage-deflate" in negotiated:
                 match = _WINDOW.search(negotiated)
-                self.window = int(match.group(1)) if match else 15
-                self.reset_inflater = "server_no_context_takeover" in negotiated
-                self.inflater = zlib.decompressobj(-self.window)
+                # One inflater for the connection's life, as browsers keep theirs:
+                # it reads messages compressed with or without server context
+                # (without, the window it keeps is simply never referenced).
+                self.inflater = zlib.decompressobj(-int(match.group(1)) if match else -15)
 
         def on_ws_connected(self, transport: Any) -> None:
             self.transport = transport
@@ -172,20 +181,22 @@ def _make_subscriber_class() -> Any:
             if kind is text or kind is binary:
                 if frame.fin:
                     data = frame.get_payload_as_bytes()
+                    wire = _frame_bytes(len(data))
                     if frame.rsv1:
                         data = self._inflate(data)
-                    self.tally.seen(self, data)
+                    self.tally.seen(self, data, wire)
                 else:
                     self.compressed = bool(frame.rsv1)
                     self.parts = [frame.get_payload_as_bytes()]
             elif kind is cont:
                 self.parts.append(frame.get_payload_as_bytes())
                 if frame.fin:
+                    wire = sum(_frame_bytes(len(part)) for part in self.parts)
                     data = b"".join(self.parts)
                     self.parts = []
                     if self.compressed:
                         data = self._inflate(data)
-                    self.tally.seen(self, data)
+                    self.tally.seen(self, data, wire)
             elif kind is close:
                 self.closed = True
                 transport.send_close(frame.get_close_code())
@@ -195,8 +206,6 @@ def _make_subscriber_class() -> Any:
             if self.inflater is None:
                 raise ValueError("compressed frame without permessage-deflate")
             out: bytes = self.inflater.decompress(data + _DEFLATE_TAIL)
-            if self.reset_inflater:
-                self.inflater = zlib.decompressobj(-self.window)
             return out
 
         def on_ws_disconnected(self, transport: Any) -> None:
@@ -352,6 +361,7 @@ class Session:
         delivered = tally.received
         counts = [sub.got for sub in readers]
         latencies, first, last, size = tally.latencies()
+        wire = tally.wire
         user, system = cpu1.ru_utime - cpu0.ru_utime, cpu1.ru_stime - cpu0.ru_stime
         return {
             "burst_id": self.burst_id,
@@ -361,6 +371,7 @@ class Session:
             "per_connection_min": min(counts) if counts else 0,
             "per_connection_max": max(counts) if counts else 0,
             "mean_bytes": size / delivered if delivered else None,
+            "mean_wire_bytes": wire / delivered if delivered else None,
             "throughput": delivered / (last - first) if delivered and last > first else None,
             "p50": json_float(percentile(latencies, 50, expected=expected)),
             "p99": json_float(percentile(latencies, 99, expected=expected)),

@@ -62,6 +62,7 @@ class Row:
     server_cpu_share: float | None
     negotiated_deflate: float
     mean_bytes: float | None
+    mean_wire_bytes: float | None
     errors: tuple[str, ...]
 
     @property
@@ -108,6 +109,7 @@ class Row:
             "client_bound": self.client_bound,
             "server_cpu_share_median": self.server_cpu_share,
             "mean_message_bytes": self.mean_bytes,
+            "mean_wire_bytes_per_message": self.mean_wire_bytes,
             "errors": list(self.errors),
         }
 
@@ -133,6 +135,7 @@ def aggregate(results: Iterable[dict[str, Any]]) -> list[Row]:
         shares = [b["client_cpu_share"] for b in bursts if b.get("client_cpu_share") is not None]
         server_shares = [b["server_cpu_share"] for b in bursts if b.get("server_cpu_share")]
         sizes = [b["mean_bytes"] for b in bursts if b.get("mean_bytes")]
+        wires = [b["mean_wire_bytes"] for b in bursts if b.get("mean_wire_bytes")]
         stall_fractions = [s["delivered"] / s["expected"] for s in stalls if s["expected"]]
         filled = [
             s["fill"]["paused"] / s["fill"]["sockets"] for s in stalls if s["fill"]["sockets"]
@@ -163,6 +166,7 @@ def aggregate(results: Iterable[dict[str, Any]]) -> list[Row]:
                 server_cpu_share=summarize(server_shares).median if server_shares else None,
                 negotiated_deflate=sum(negotiated) / len(negotiated) if negotiated else 0.0,
                 mean_bytes=sum(sizes) / len(sizes) if sizes else None,
+                mean_wire_bytes=sum(wires) / len(wires) if wires else None,
                 errors=tuple(e for r in group for e in r.get("errors", [])),
             )
         )
@@ -310,18 +314,69 @@ def evaluate_targets(rows: Sequence[Row]) -> list[Target]:
                             deflate,
                         )
                     )
-        for subject in ("service", "service-lean", "service-tuned"):
-            note = "" if not deflate else "informational: clients offer permessage-deflate"
             pair(
-                "memory per idle connection <= 0.6x legacy",
-                subject,
+                "the guide's endpoint: throughput >= 1.6x legacy",
+                "service-guide",
+                "legacy",
+                "throughput",
+                1.6,
+                True,
+            )
+            for subject in ("service", "service-lean", "service-tuned"):
+                pair(
+                    "memory per idle connection <= 0.6x legacy",
+                    subject,
+                    "legacy",
+                    "memory",
+                    0.6,
+                    False,
+                )
+        else:
+            # Clients offer permessage-deflate as browsers do, server defaults otherwise.
+            for subject in ("service", "service-lean", "service-guide"):
+                pair(
+                    "deflate: throughput >= 2.5x legacy", subject, "legacy", "throughput", 2.5, True
+                )
+                pair(
+                    "deflate: throughput >= 1.5x raw websockets",
+                    subject,
+                    "raw",
+                    "throughput",
+                    1.5,
+                    True,
+                )
+            pair(
+                "deflate: memory per idle connection <= 0.5x legacy",
+                "service-lean",
                 "legacy",
                 "memory",
-                0.6,
+                0.5,
                 False,
-                note,
             )
+            for subject in ("service", "service-lean"):
+                targets.extend(_compressed_cpu_target(by_key, subject, n))
     return targets
+
+
+def _compressed_cpu_target(by_key: dict[Key, Row], subject: str, n: int) -> list[Target]:
+    """Server CPU per message with deflate negotiated over the same variant without it."""
+    compressed, plain = by_key.get((subject, n, True)), by_key.get((subject, n, False))
+    if compressed is None or plain is None:
+        return []
+    value = ratio(compressed.cpu_per_msg.median, plain.cpu_per_msg.median)
+    return [
+        Target(
+            "deflate: CPU/msg <= 1.3x the uncompressed fast path",
+            subject,
+            f"{subject} (compression off)",
+            "cpu_per_msg",
+            value,
+            1.3,
+            False,
+            n,
+            True,
+        )
+    ]
 
 
 def _metric(row: Row, metric: str) -> Summary:
@@ -360,7 +415,7 @@ def render_table(rows: Sequence[Row]) -> str:
     header = (
         "| variant | N | deflate | delivered | msgs/s | x legacy | p50 ms | p99 ms "
         "| RSS/conn KiB | x legacy | server CPU µs/msg | x legacy | 10 % stalled: p99 ms "
-        "| stalled/no-stall | client CPU |"
+        "| stalled/no-stall | bytes/msg: wire (payload) | client CPU |"
     )
     lines = [header, _separator(header)]
     for row in rows:
@@ -397,6 +452,7 @@ def render_table(rows: Sequence[Row]) -> str:
                     _x(ratio(row.cpu_per_msg.median, base.cpu_per_msg.median)) if base else "-",
                     stall,
                     _x(row.stall_ratio) if row.stall_runs else "-",
+                    _bytes(row),
                     client,
                 ]
             )
@@ -406,6 +462,13 @@ def render_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def _bytes(row: Row) -> str:
+    if row.mean_bytes is None:
+        return "-"
+    wire = "-" if row.mean_wire_bytes is None else f"{row.mean_wire_bytes:,.0f}"
+    return f"{wire} ({row.mean_bytes:,.0f})"
+
+
 LEGEND = (
     "Medians over the repetitions, [min-max] when they differ; ratios are medians over "
     "legacy's at the same N and compression. deflate: off (not offered), offered and "
@@ -413,6 +476,8 @@ LEGEND = (
     "RSS/conn: server RSS growth over N idle subscribed connections. "
     "Stalled: 10 % of clients stop reading with full buffers; p99 of the other 90 % "
     "(blocked: fewer than 99 % of their messages arrived before the deadline). "
+    "bytes/msg: what one delivered message took on the wire (frame header and payload, "
+    "compressed when deflate was negotiated), then its payload uncompressed. "
     "† the fill did not bring every stalled connection into backpressure. "
     f"* client above {CLIENT_BOUND:.0%} of a core: msgs/s may be the client's limit; "
     "compare server CPU µs/msg instead."

@@ -242,7 +242,7 @@ def _legacy(control_box: list[Control]) -> tuple[Endpoint, BroadcastOne, Callabl
 
 
 def _service(
-    control_box: list[Control], service_box: list[Any]
+    control_box: list[Control], service_box: list[Any], shape: str
 ) -> tuple[Endpoint, BroadcastOne, Callable[[], int], Any]:
     from service import MessageType, WebSocketMessage, WebSocketService
     from service.asgi import lifespan, serve
@@ -250,12 +250,28 @@ def _service(
     service = WebSocketService()
     service_box.append(service)
 
-    async def endpoint(websocket: WebSocket) -> None:
+    async def served(websocket: WebSocket) -> None:
         stall = _track_stall(control_box[0], websocket)
         try:
             await serve(service, websocket, topics=[TOPIC], metadata={"endpoint": "main"})
         finally:
             _untrack(control_box[0], stall)
+
+    async def guide(websocket: WebSocket) -> None:
+        # The migration guide's "New approach" endpoint, as written there.
+        stall = _track_stall(control_box[0], websocket)
+        connection_id = await service.connect(websocket, {"endpoint": "main"})
+        await service.subscribe(connection_id, TOPIC)
+        try:
+            while True:
+                data = await websocket.receive_text()
+                await service.handle_message(connection_id, data)
+        except WebSocketDisconnect:
+            await service.disconnect(connection_id)
+        finally:
+            _untrack(control_box[0], stall)
+
+    endpoint = guide if shape == "guide" else served
 
     async def broadcast_one(burst_id: int, n: int, pad: str) -> None:
         message = WebSocketMessage(
@@ -349,7 +365,7 @@ def build_app(variant: Variant, *, profile: str | None = None) -> tuple[Any, Con
     if variant.kind == "legacy":
         endpoint, broadcast_one, count, lifespan = _legacy(box)
     elif variant.kind == "service":
-        endpoint, broadcast_one, count, lifespan = _service(box, service_box)
+        endpoint, broadcast_one, count, lifespan = _service(box, service_box, variant.shape)
     elif variant.kind == "shim":
         assert variant.stage is not None
         endpoint, broadcast_one, count, lifespan = _shim(box, variant.stage)

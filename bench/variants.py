@@ -121,6 +121,10 @@ class Variant:
     stack: str
     stage: str | None = None
     note: str = ""
+    #: For the service on a FastAPI route: ``serve`` (``service.asgi.serve``) or
+    #: ``guide`` (the migration guide's endpoint: ``connect``, ``subscribe`` and a
+    #: ``receive_text()`` loop calling ``handle_message``).
+    shape: Literal["serve", "guide"] = "serve"
 
 
 VARIANTS: dict[str, Variant] = {
@@ -130,6 +134,14 @@ VARIANTS: dict[str, Variant] = {
         Variant("legacy-ws", "legacy", "fastapi", "uvicorn-ws", note="legacy on --ws websockets"),
         Variant("legacy-tuned", "legacy", "fastapi", "tuned", note="legacy on the tuned stack"),
         Variant("service", "service", "fastapi", "uvicorn", note="WebSocketService, FastAPI route"),
+        Variant(
+            "service-guide",
+            "service",
+            "fastapi",
+            "uvicorn",
+            note="the migration guide's endpoint, app with DirectSendMiddleware",
+            shape="guide",
+        ),
         Variant(
             "service-lean",
             "service",

@@ -13,7 +13,8 @@ That is only correct while the connection is in the state where uvicorn itself
 would write an equivalent frame: handshake done, no close sent or received, the
 transport under its high-water mark, and either no extension or permessage-deflate
 with a server side that keeps no compression context (:func:`enable_direct_send`
-arranges that, so uvicorn's own sends and the shared frames interleave). The
+arranges that with :mod:`service.deflate`, so uvicorn's own sends and the shared
+frames interleave). The
 writers check exactly that on every send and otherwise decline, and the sender
 (``service.asgi.AsgiTransport``) goes through the ASGI ``send`` like any other,
 which also keeps uvicorn's flow control (a paused transport makes the send
@@ -40,15 +41,14 @@ from contextlib import suppress
 from functools import partial
 from typing import Any
 
-from .frames import SharedDeflate, frame_header, shared_deflate, text_frame
+from .deflate import prepare_deflate, shared_deflate_for
+from .frames import SharedDeflate, frame_header, text_frame
 
 _SansIOProtocol: type | None
 _OPEN: Any = None
 try:  # uvicorn's websockets-sansio is the server we know how to write to; any other
     # one (or a deployment without the websockets package) is fine too: no fast path
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-    from websockets.extensions.permessage_deflate import PerMessageDeflate
-    from websockets.headers import build_extension, parse_extension
     from websockets.protocol import State
 except ImportError:  # pragma: no cover - uvicorn or websockets not installed
     _SansIOProtocol = None
@@ -121,17 +121,8 @@ def direct_writer(websocket: Any) -> Callable[[str], bool] | None:
     extensions = protocol.conn.extensions
     if not extensions:
         return partial(write_text_now, protocol)
-    shared = _shared_for(extensions)
+    shared = shared_deflate_for(extensions)
     return None if shared is None else partial(write_deflated_now, protocol, shared)
-
-
-def _shared_for(extensions: list[Any]) -> SharedDeflate | None:
-    if len(extensions) != 1:
-        return None
-    (extension,) = extensions
-    if not isinstance(extension, PerMessageDeflate) or not extension.local_no_context_takeover:
-        return None
-    return shared_deflate(extension.local_max_window_bits, extension.compress_settings)
 
 
 def direct_protocol(scope: MutableMapping[str, Any]) -> Any | None:
@@ -248,41 +239,4 @@ def enable_direct_send(scope: MutableMapping[str, Any], send: Any) -> None:
         and isinstance(getattr(getattr(protocol, "conn", None), "extensions", None), list)
     ):
         scope[SCOPE_KEY] = protocol
-        _compress_without_context(protocol)
-
-
-_EXTENSIONS_HEADER = "Sec-WebSocket-Extensions"
-_NO_SERVER_CONTEXT = ("server_no_context_takeover", None)
-
-
-def _compress_without_context(protocol: Any) -> None:
-    """Make uvicorn's permessage-deflate encoder compress each message on its own.
-
-    Then the frames it compresses itself (a send that had to wait) and the shared
-    broadcast frames of :func:`write_deflated_now` interleave correctly, and no
-    per-connection compressor (about 30 KiB) stays alive between messages. The
-    server may always decide this (RFC 7692 §7.1.1.1); before the handshake
-    response goes out it also says so with ``server_no_context_takeover`` (allowed
-    in a response to any offer), so the client may drop its own window too.
-    """
-    for extension in protocol.conn.extensions:
-        if isinstance(extension, PerMessageDeflate) and not extension.local_no_context_takeover:
-            extension.local_no_context_takeover = True
-            with suppress(AttributeError):
-                del extension.encoder
-            response = protocol.response
-            if response is not None and not protocol.handshake_complete:
-                _announce_no_server_context(response.headers)
-
-
-def _announce_no_server_context(headers: Any) -> None:
-    value = headers.get(_EXTENSIONS_HEADER)
-    if value is None:
-        return
-    parsed = parse_extension(value)
-    if len(parsed) != 1 or parsed[0][0] != PerMessageDeflate.name:
-        return
-    name, params = parsed[0]
-    if _NO_SERVER_CONTEXT not in params:
-        del headers[_EXTENSIONS_HEADER]
-        headers[_EXTENSIONS_HEADER] = build_extension([(name, [*params, _NO_SERVER_CONTEXT])])
+        prepare_deflate(protocol)
